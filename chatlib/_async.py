@@ -1,0 +1,549 @@
+"""``AsyncChat``: the asyncio face of chatlib, on ``aiohttp``. The only module importing it.
+
+It moves bytes and time; every rule (building, retrying, parsing) is the core's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import time
+import urllib.request
+import uuid
+from collections.abc import AsyncIterator, Generator, Mapping
+from types import TracebackType
+from typing import Any, Literal, overload
+
+import aiohttp
+from typing_extensions import Self, Unpack
+
+from chatlib._config import ClientConfig, TimeoutLike, client_repr
+from chatlib._core import BodyCollector, Call, Command, HttpRequest, ReadBody, Send, plan_call
+from chatlib._params import with_request_signature
+from chatlib._transport import AsyncResponse, AsyncTransport
+from chatlib.errors import APIConnectionError, APIError, APITimeoutError
+from chatlib.models import (
+    ChatCompletionParams,
+    CreateChatCompletionChunk,
+    CreateChatCompletionRequest,
+    CreateChatCompletionResponse,
+)
+
+__all__ = ["AiohttpTransport", "AsyncChat", "AsyncChatStream"]
+
+_DRAIN_LIMIT = 64 * 1024
+
+
+def _translate(exc: BaseException, url: str) -> APIConnectionError:
+    if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError, TimeoutError)):
+        return APITimeoutError(f"Request timed out: {type(exc).__name__}: {exc}", request_url=url)
+    return APIConnectionError(f"Connection error: {type(exc).__name__}: {exc}", request_url=url)
+
+
+_FAILURES = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
+
+
+class _AiohttpResponse:
+    """An ``aiohttp.ClientResponse`` behind the :class:`AsyncResponse` protocol."""
+
+    __slots__ = ("_response", "_url", "headers", "status_code")
+
+    def __init__(self, response: aiohttp.ClientResponse, url: str) -> None:
+        self._response = response
+        self._url = url
+        self.status_code = response.status
+        self.headers: Mapping[str, str] = response.headers
+
+    async def aiter_bytes(self) -> AsyncIterator[bytes]:
+        try:
+            async for piece in self._response.content.iter_any():
+                yield piece
+        except _FAILURES as exc:
+            raise _translate(exc, self._url) from None
+
+    async def aclose(self) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Synchronous release (aiohttp's own is synchronous): usable from ``__del__``."""
+        response = self._response
+        if response.content.is_eof():
+            response.release()  # read to the end: the connection goes back to the pool
+        else:
+            response.close()
+
+
+def _environment_proxy(url: str) -> str | None:
+    host = url.split("://", 1)[-1].split("/", 1)[0].split(":", 1)[0]
+    if urllib.request.proxy_bypass(host):
+        return None
+    proxies = urllib.request.getproxies()
+    return proxies.get("https" if url.startswith("https") else "http")
+
+
+class AiohttpTransport:
+    """The default async transport: an ``aiohttp.ClientSession`` made lazily in the running loop.
+
+    The session is created on first use inside the running event loop (never at import or
+    construction), and made anew if the client is used from a new loop after the old one
+    closed (two ``asyncio.run`` calls, a notebook kernel restart) or in a forked child.
+    Proxy settings are read from the environment once.
+    """
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession | None = None,
+        *,
+        limit: int = 100,
+        verify: bool | str = True,
+    ) -> None:
+        self._owns_session = session is None
+        self._session = session
+        self._limit = limit
+        self._verify = verify
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pid = os.getpid()
+        self._proxy: str | bool | None = False  # False: not read yet
+
+    def _ssl(self) -> Any:
+        if self._verify is True:
+            return True
+        if self._verify is False:
+            return False
+        import ssl
+
+        return ssl.create_default_context(cafile=self._verify)
+
+    def _session_for_this_loop(self) -> aiohttp.ClientSession:
+        loop = asyncio.get_running_loop()
+        if not self._owns_session:
+            assert self._session is not None
+            return self._session
+        stale = self._session is not None and (
+            self._loop is not loop or self._pid != os.getpid() or self._session.closed
+        )
+        if stale:
+            self._abandon()
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self._limit, ssl=self._ssl()),
+                timeout=aiohttp.ClientTimeout(total=None),
+                auto_decompress=True,
+                trust_env=False,
+            )
+            self._loop = loop
+            self._pid = os.getpid()
+        return self._session
+
+    def _abandon(self) -> None:
+        """Drop a session that belongs to another (closed) loop or process, quietly."""
+        session = self._session
+        self._session = None
+        if session is None:
+            return
+        connector = session.connector
+        session.detach()
+        if connector is not None:
+            try:
+                connector._close()  # sync; a no-op when its loop is closed
+            except RuntimeError:
+                pass
+
+    async def send(self, request: HttpRequest) -> _AiohttpResponse:
+        """Send ``request``; returns once headers are in (the body is streamed)."""
+        session = self._session_for_this_loop()
+        if self._proxy is False:
+            self._proxy = _environment_proxy(request.url) if self._owns_session else None
+        timeout = request.timeout
+        try:
+            response = await session.request(
+                request.method,
+                request.url,
+                headers=dict(request.headers),
+                data=request.body,
+                timeout=aiohttp.ClientTimeout(
+                    total=timeout.total,
+                    sock_connect=timeout.connect,
+                    sock_read=timeout.read,
+                ),
+                proxy=self._proxy or None,
+            )
+        except _FAILURES as exc:
+            raise _translate(exc, request.url) from None
+        return _AiohttpResponse(response, request.url)
+
+    async def aclose(self) -> None:
+        """Close the pool (a session passed in by the caller is left open)."""
+        if not self._owns_session or self._session is None:
+            return
+        if self._loop is asyncio.get_running_loop():
+            await self._session.close()
+            self._session = None
+        else:
+            self._abandon()
+
+
+async def _read_body(response: AsyncResponse, limit: int) -> bytes | APIError:
+    collector = BodyCollector(limit)
+    try:
+        async for piece in response.aiter_bytes():
+            collector.feed(piece)
+    except APIConnectionError as exc:
+        return exc
+    finally:
+        await response.aclose()
+    return collector.result()
+
+
+async def run_flow(flow: Generator[Command, Any, Any], transport: AsyncTransport) -> Any:
+    """Drive a core flow with asyncio I/O: the whole async driver."""
+    outcome: Any = None
+    try:
+        while True:
+            command = flow.send(outcome)
+            if isinstance(command, Send):
+                try:
+                    outcome = await transport.send(command.request)
+                except APIConnectionError as exc:
+                    outcome = exc
+            elif isinstance(command, ReadBody):
+                outcome = await _read_body(command.response, command.limit)
+            else:
+                await asyncio.sleep(command.seconds)
+                outcome = None
+    except StopIteration as stop:
+        return stop.value
+    finally:
+        flow.close()
+
+
+class AsyncChatStream(AsyncIterator[CreateChatCompletionChunk]):
+    """A streamed completion: ``async for`` it for chunks; use it in ``async with``.
+
+    The request is sent when iteration (or the ``async with`` block) starts. The connection
+    goes back to the pool when the stream is exhausted, and is released when you ``break``
+    out, call :meth:`aclose`, an exception passes through, or the stream is collected.
+    """
+
+    def __init__(self, chat: AsyncChat, call: Call) -> None:
+        self._chat = chat
+        self._call = call
+        self._response: AsyncResponse | None = None
+        self._state: Any = None
+        self._body: AsyncIterator[bytes] | None = None
+        self._closed = False
+
+    async def _start(self) -> None:
+        if self._response is None and not self._closed:
+            flow = self._call.flow(clock=time.monotonic, wall_clock=time.time, rand=random.random)
+            response: AsyncResponse = await run_flow(flow, self._chat._transport)
+            self._response = response
+            self._state = self._call.stream_state(response.headers, time.monotonic)
+            self._body = response.aiter_bytes()
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        """The response headers (empty until the stream has started)."""
+        return self._response.headers if self._response is not None else {}
+
+    @property
+    def request_id(self) -> str | None:
+        """The server's ``x-request-id``."""
+        return self._state.parser.request_id if self._state is not None else None
+
+    @property
+    def accumulated(self) -> CreateChatCompletionResponse:
+        """Everything received so far, merged into one completion."""
+        if self._state is None:
+            return CreateChatCompletionResponse(choices=[])
+        result: CreateChatCompletionResponse = self._state.accumulated
+        return result
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> CreateChatCompletionChunk:
+        try:
+            await self._start()
+        except BaseException:
+            self._closed = True
+            raise
+        state = self._state
+        if state is None:
+            raise StopAsyncIteration
+        while not state.pending:
+            if state.finished or self._closed:
+                await self.aclose()
+                raise StopAsyncIteration
+            assert self._body is not None
+            try:
+                piece = await anext(self._body, None)
+                if piece is None:
+                    state.on_eof()
+                else:
+                    state.on_bytes(piece)
+            except BaseException:
+                await self.aclose()
+                raise
+        chunk: CreateChatCompletionChunk = state.pending.popleft()
+        return chunk
+
+    async def text_stream(self) -> AsyncIterator[str]:
+        """The text of the first choice, piece by piece (empty pieces skipped)."""
+        async for chunk in self:
+            if chunk.text:
+                yield chunk.text
+
+    async def get_final_completion(self) -> CreateChatCompletionResponse:
+        """Read the rest of the stream and return the whole completion."""
+        async for _ in self:
+            pass
+        return self.accumulated
+
+    async def aclose(self) -> None:
+        """Release the connection; reading the little that follows ``[DONE]`` lets it be reused."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._response is None:
+            return
+        try:
+            if self._state is not None and self._state.finished and self._body is not None:
+                drained = 0
+                async for piece in self._body:
+                    drained += len(piece)
+                    if drained > _DRAIN_LIMIT:
+                        break
+        except APIError:
+            pass
+        finally:
+            await self._response.aclose()
+
+    async def __aenter__(self) -> Self:
+        try:
+            await self._start()
+        except BaseException:
+            self._closed = True
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __del__(self) -> None:
+        response = getattr(self, "_response", None)
+        if response is not None and not self._closed:
+            self._closed = True
+            close = getattr(response, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except RuntimeError:
+                    pass  # its loop is gone; nothing left to release
+
+
+class AsyncChat:
+    """An asyncio client for any OpenAI-compatible Chat Completions server.
+
+    ``AsyncChat()`` reads ``OPENAI_API_KEY``, ``OPENAI_BASE_URL``, ``OPENAI_ORG_ID`` and
+    ``OPENAI_PROJECT_ID``. The aiohttp session is created lazily inside the running loop,
+    so a client can be made at import time or in a notebook cell and used with top-level
+    ``await``. Use ``async with AsyncChat() as chat:`` or call :meth:`aclose`.
+    """
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        organization: str | None = None,
+        project: str | None = None,
+        timeout: TimeoutLike | None = None,
+        max_retries: int | None = None,
+        default_headers: Mapping[str, str] | None = None,
+        default_query: Mapping[str, str] | None = None,
+        require_done: bool = True,
+        session: aiohttp.ClientSession | None = None,
+        transport: AsyncTransport | None = None,
+        limit: int = 100,
+        verify: bool | str = True,
+    ) -> None:
+        self._config = ClientConfig.resolve(
+            api_key=api_key,
+            base_url=base_url,
+            organization=organization,
+            project=project,
+            timeout=timeout,
+            max_retries=max_retries,
+            default_headers=default_headers,
+            default_query=default_query,
+            require_done=require_done,
+        )
+        self._transport_options: dict[str, Any] = {"limit": limit, "verify": verify}
+        self._custom_transport = transport is not None or session is not None
+        self._transport: AsyncTransport = (
+            transport
+            if transport is not None
+            else AiohttpTransport(session, limit=limit, verify=verify)
+        )
+        self._owns_transport = transport is None
+
+    @property
+    def config(self) -> ClientConfig:
+        """The resolved settings (the key shows as ``Secret('****')``)."""
+        return self._config
+
+    @property
+    def transport(self) -> AsyncTransport:
+        """The transport this client sends through."""
+        return self._transport
+
+    @overload
+    async def create(
+        self,
+        request: CreateChatCompletionRequest,
+        /,
+        *,
+        timeout: TimeoutLike | None = None,
+    ) -> CreateChatCompletionResponse: ...
+
+    @overload
+    async def create(
+        self,
+        request: None = None,
+        /,
+        *,
+        stream: Literal[True],
+        timeout: TimeoutLike | None = None,
+        **params: Unpack[ChatCompletionParams],
+    ) -> AsyncChatStream: ...
+
+    @overload
+    async def create(
+        self,
+        request: None = None,
+        /,
+        *,
+        stream: Literal[False] | None = None,
+        timeout: TimeoutLike | None = None,
+        **params: Unpack[ChatCompletionParams],
+    ) -> CreateChatCompletionResponse: ...
+
+    @with_request_signature(with_stream=True)
+    async def create(
+        self,
+        request: CreateChatCompletionRequest | None = None,
+        /,
+        *,
+        stream: bool | None = None,
+        timeout: TimeoutLike | None = None,
+        **params: Any,
+    ) -> CreateChatCompletionResponse | AsyncChatStream:
+        """Create a chat completion (``await`` it).
+
+        Pass a :class:`CreateChatCompletionRequest`, or its fields as keyword arguments.
+        With ``stream=True`` (or a request whose ``stream`` is true) the awaited result is an
+        :class:`AsyncChatStream` that has already received the response headers.
+        """
+        call = plan_call(
+            self._config,
+            request,
+            params,
+            stream=stream,
+            timeout=timeout,
+            idempotency_key=f"chatlib-{uuid.uuid4()}",
+        )
+        if call.stream:
+            stream_obj = AsyncChatStream(self, call)
+            await stream_obj.__aenter__()
+            return stream_obj
+        flow = call.flow(clock=time.monotonic, wall_clock=time.time, rand=random.random)
+        completion: CreateChatCompletionResponse = await run_flow(flow, self._transport)
+        return completion
+
+    @overload
+    def stream(
+        self, request: CreateChatCompletionRequest, /, *, timeout: TimeoutLike | None = None
+    ) -> AsyncChatStream: ...
+
+    @overload
+    def stream(
+        self,
+        request: None = None,
+        /,
+        *,
+        timeout: TimeoutLike | None = None,
+        **params: Unpack[ChatCompletionParams],
+    ) -> AsyncChatStream: ...
+
+    @with_request_signature(with_stream=False)
+    def stream(
+        self,
+        request: CreateChatCompletionRequest | None = None,
+        /,
+        *,
+        timeout: TimeoutLike | None = None,
+        **params: Any,
+    ) -> AsyncChatStream:
+        """Stream a chat completion; not awaited: ``async for chunk in chat.stream(...)``
+        or ``async with chat.stream(...) as s``. Invalid arguments raise here, at once."""
+        call = plan_call(
+            self._config,
+            request,
+            params,
+            stream=None,
+            force_stream=True,
+            timeout=timeout,
+            idempotency_key=f"chatlib-{uuid.uuid4()}",
+        )
+        return AsyncChatStream(self, call)
+
+    def with_options(
+        self, *, timeout: TimeoutLike | None = None, max_retries: int | None = None
+    ) -> AsyncChat:
+        """A copy with other settings that shares this client's connection pool."""
+        clone = object.__new__(AsyncChat)
+        clone.__dict__.update(self.__dict__)
+        clone._config = self._config.with_changes(timeout=timeout, max_retries=max_retries)
+        clone._owns_transport = False
+        return clone
+
+    async def aclose(self) -> None:
+        """Close the connection pool (a transport or session you passed in stays open)."""
+        if self._owns_transport:
+            await self._transport.aclose()
+
+    close = aclose
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        return client_repr(type(self).__name__, self._config)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {
+            "config": self._config.pickle_state(custom_transport=self._custom_transport),
+            "transport_options": self._transport_options,
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self._config = ClientConfig.from_pickle_state(state["config"])
+        self._transport_options = dict(state["transport_options"])
+        self._custom_transport = False
+        self._transport = AiohttpTransport(**self._transport_options)
+        self._owns_transport = True

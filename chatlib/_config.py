@@ -1,0 +1,212 @@
+"""Frozen client settings, from arguments and the environment.
+
+The API key is held in a :class:`Secret`, whose ``repr`` never shows it and which never
+travels in a pickle.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any, Union
+
+import attrs
+
+from chatlib.errors import InvalidArgumentError, MissingAPIKeyError
+
+__all__ = ["DEFAULT_BASE_URL", "ClientConfig", "Secret", "Timeout", "TimeoutLike", "client_repr"]
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
+DEFAULT_MAX_LINE_BYTES = 16 * 1024 * 1024
+
+
+class Secret:
+    """A string that does not show itself: ``repr``/``str`` print ``'****'``; pickles drop it."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        """The secret value, for the one place that must send it."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('****')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __reduce__(self) -> Any:
+        raise TypeError(
+            "an API key is never pickled; chatlib clients drop it when pickled and read "
+            "OPENAI_API_KEY again (or take api_key=...) on the other side"
+        )
+
+
+def _check_seconds(name: str, value: float | None) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise InvalidArgumentError(f"timeout.{name}", f"must be a positive number, got {value!r}")
+
+
+@attrs.frozen
+class Timeout:
+    """Time limits of a call, in seconds.
+
+    Attributes:
+        connect: to open a connection.
+        read: the longest silence allowed between two received bytes (also mid-stream).
+        total: the whole call, retries and their waits included (for a stream: until it ends).
+
+    ``None`` disables one limit; the defaults bound all three. A plain number ``n`` given
+    where a timeout is expected means ``Timeout(connect=n, read=n, total=n)``.
+    """
+
+    connect: float | None = 10.0
+    read: float | None = 600.0
+    total: float | None = 1800.0
+
+    def __attrs_post_init__(self) -> None:
+        for name in ("connect", "read", "total"):
+            _check_seconds(name, getattr(self, name))
+
+    @classmethod
+    def of(cls, value: TimeoutLike) -> Timeout:
+        """Coerce a number or a :class:`Timeout` into a :class:`Timeout`."""
+        if isinstance(value, Timeout):
+            return value
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise InvalidArgumentError("timeout", f"must be a number or a Timeout, got {value!r}")
+        _check_seconds("total", value)
+        return cls(connect=value, read=value, total=value)
+
+
+TimeoutLike = Union[float, Timeout]
+
+
+def _env(name: str) -> str | None:
+    value = os.environ.get(name)
+    return value if value else None
+
+
+@attrs.frozen
+class ClientConfig:
+    """Everything a client needs to build requests: resolved once, never mutated."""
+
+    base_url: str
+    api_key: Secret | None = attrs.field(default=None, repr=False)
+    organization: str | None = None
+    project: str | None = None
+    default_headers: Mapping[str, str] = attrs.field(factory=dict)
+    default_query: Mapping[str, str] = attrs.field(factory=dict)
+    timeout: Timeout = attrs.field(factory=Timeout)
+    max_retries: int = 2
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
+    require_done: bool = True
+
+    @classmethod
+    def resolve(
+        cls,
+        *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        organization: str | None = None,
+        project: str | None = None,
+        default_headers: Mapping[str, str] | None = None,
+        default_query: Mapping[str, str] | None = None,
+        timeout: TimeoutLike | None = None,
+        max_retries: int | None = None,
+        require_done: bool = True,
+    ) -> ClientConfig:
+        """Combine arguments with ``OPENAI_API_KEY``, ``OPENAI_BASE_URL``, ``OPENAI_ORG_ID``
+        and ``OPENAI_PROJECT_ID``; arguments win.
+
+        Raises:
+            MissingAPIKeyError: no key anywhere while the base URL is OpenAI's own.
+            InvalidArgumentError: a malformed argument, named.
+        """
+        url = base_url or _env("OPENAI_BASE_URL") or DEFAULT_BASE_URL
+        if not url.startswith(("http://", "https://")):
+            raise InvalidArgumentError(
+                "base_url", f"must start with http:// or https://, got {url!r}"
+            )
+        key = api_key if api_key is not None else _env("OPENAI_API_KEY")
+        if key is not None and not isinstance(key, str):
+            raise InvalidArgumentError("api_key", "must be a string")
+        if not key and url.rstrip("/") == DEFAULT_BASE_URL:
+            raise MissingAPIKeyError(
+                "No API key: pass api_key=... or set the OPENAI_API_KEY environment variable. "
+                "(A server of your own needs none: pass base_url=..., or set OPENAI_BASE_URL.)"
+            )
+        retries = 2 if max_retries is None else max_retries
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise InvalidArgumentError("max_retries", f"must be an int >= 0, got {retries!r}")
+        return cls(
+            base_url=url.rstrip("/"),
+            api_key=Secret(key) if key else None,
+            organization=organization or _env("OPENAI_ORG_ID"),
+            project=project or _env("OPENAI_PROJECT_ID"),
+            default_headers=dict(default_headers or {}),
+            default_query=dict(default_query or {}),
+            timeout=Timeout() if timeout is None else Timeout.of(timeout),
+            max_retries=retries,
+            require_done=require_done,
+        )
+
+    def with_changes(
+        self, *, timeout: TimeoutLike | None = None, max_retries: int | None = None
+    ) -> ClientConfig:
+        """A copy with a new timeout and/or retry budget (``None`` keeps the current one)."""
+        changes: dict[str, Any] = {}
+        if timeout is not None:
+            changes["timeout"] = Timeout.of(timeout)
+        if max_retries is not None:
+            if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+                raise InvalidArgumentError(
+                    "max_retries", f"must be an int >= 0, got {max_retries!r}"
+                )
+            changes["max_retries"] = max_retries
+        return attrs.evolve(self, **changes)
+
+    def pickle_state(self, *, custom_transport: bool) -> dict[str, Any]:
+        """What a pickled client carries: every setting but the API key."""
+        state = attrs.asdict(self, recurse=False)
+        state["api_key"] = None
+        state["had_api_key"] = self.api_key is not None
+        state["custom_transport"] = custom_transport
+        return state
+
+    @classmethod
+    def from_pickle_state(cls, state: dict[str, Any]) -> ClientConfig:
+        """Rebuild settings on the far side of a pickle; the key is read from the environment."""
+        state = dict(state)
+        had_key = state.pop("had_api_key")
+        state.pop("custom_transport", None)
+        key = _env("OPENAI_API_KEY")
+        if had_key and key is None:
+            raise MissingAPIKeyError(
+                "This client was pickled: its API key did not travel with it (keys are never "
+                "pickled). Set OPENAI_API_KEY in this process, or build the client here "
+                "with api_key=..."
+            )
+        state["api_key"] = Secret(key) if had_key and key else None
+        return cls(**state)
+
+
+def client_repr(name: str, config: ClientConfig) -> str:
+    """How a client shows itself: where it points and how, never its key."""
+    key = "set" if config.api_key is not None else "none"
+    return (
+        f"{name}(base_url={config.base_url!r}, api_key={key}, "
+        f"max_retries={config.max_retries}, timeout={config.timeout!r})"
+    )

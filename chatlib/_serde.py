@@ -1,0 +1,252 @@
+"""The one cattrs converter: JSON-shaped data <-> chatlib models.
+
+Structuring (parsing server output, the hot path) uses a function compiled once per model
+class: primitive fields are taken as they come (servers are loose with types: ``code`` may be
+an int, ``bytes`` may be null), nested models, lists of models, open enums and ``type``-tagged
+unions are converted; unknown keys land in ``extra``; which keys were present is remembered.
+Unstructuring emits the fields that were set plus ``extra``, recursively.
+"""
+
+from __future__ import annotations
+
+import enum
+import sys
+import types
+from collections import abc
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar, Union, get_args, get_origin
+
+import attrs
+import cattrs
+
+from chatlib._model_base import EMPTY_EXTRA, Model, OpenEnum
+
+__all__ = ["converter", "structure", "unstructure"]
+
+_T = TypeVar("_T")
+_SKIP = frozenset({"extra", "_fields_set"})
+_PRIMITIVES = (str, int, float, bool, type(None))
+
+converter = cattrs.Converter()
+
+
+class ModelShapeError(TypeError):
+    """Data does not have the shape a model needs (caught and wrapped by the core)."""
+
+
+def _is_model(tp: Any) -> bool:
+    return isinstance(tp, type) and issubclass(tp, Model) and attrs.has(tp)
+
+
+def _union_members(tp: Any) -> tuple[Any, ...] | None:
+    origin = get_origin(tp)
+    if origin is Union or (sys.version_info >= (3, 10) and origin is types.UnionType):
+        return get_args(tp)
+    return None
+
+
+def _tag_of(cls: type[Model]) -> str | None:
+    for field in attrs.fields(cls):
+        if field.name == "type" and isinstance(field.default, str):
+            return field.default
+    return None
+
+
+def _plan(tp: Any) -> Callable[[Any], Any] | None:
+    """How to convert a raw JSON value into ``tp``; ``None`` means "take it as it is"."""
+    members = _union_members(tp)
+    if members is not None:
+        real = [m for m in members if m is not type(None)]
+        if len(real) == 1:
+            return _plan(real[0])
+        return _union_plan(real)
+    if _is_model(tp):
+        return _hook(tp)
+    if isinstance(tp, type) and issubclass(tp, OpenEnum):
+        return _enum_plan(tp)
+    if get_origin(tp) in (list, abc.Sequence):
+        (item,) = get_args(tp) or (Any,)
+        item_plan = _plan(item)
+        if item_plan is None:
+            return None
+        return _list_plan(item_plan)
+    return None
+
+
+def _hook(cls: type[Model]) -> Callable[[Any], Any]:
+    hook: Callable[..., Any] = converter.get_structure_hook(cls)
+    return hook
+
+
+def _enum_plan(cls: type[OpenEnum]) -> Callable[[Any], Any]:
+    known = cls._value2member_map_
+    parse = cls.parse
+
+    def convert(value: Any) -> Any:
+        if value.__class__ is not str:
+            return value
+        member = known.get(value)
+        return member if member is not None else parse(value)
+
+    return convert
+
+
+def _list_plan(item_plan: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    def convert(value: Any) -> Any:
+        if value.__class__ is not list:
+            raise ModelShapeError(f"expected a list, got {type(value).__name__}")
+        return [None if x is None else item_plan(x) for x in value]
+
+    return convert
+
+
+def _union_plan(members: list[Any]) -> Callable[[Any], Any] | None:
+    """A union of ``type``-tagged models (with str/dict/list passthrough members)."""
+    tagged: dict[str, Callable[[Any], Any]] = {}
+    list_plan: Callable[[Any], Any] | None = None
+    enum_plan: Callable[[Any], Any] | None = None
+    for member in members:
+        if isinstance(member, type) and issubclass(member, OpenEnum):
+            enum_plan = _enum_plan(member)
+        elif _is_model(member):
+            tag = _tag_of(member)
+            if tag is not None:
+                tagged[tag] = _hook(member)
+        elif get_origin(member) in (list, abc.Sequence):
+            list_plan = _plan(member)
+    if enum_plan is not None:
+        return enum_plan  # ``ChatRole | str``: every string becomes a (possibly new) member
+    if not tagged and list_plan is None:
+        return None
+
+    def convert(value: Any) -> Any:
+        if value.__class__ is dict:
+            hook = tagged.get(value.get("type"))  # type: ignore[arg-type]
+            return hook(value) if hook is not None else value
+        if value.__class__ is list and list_plan is not None:
+            return list_plan(value)
+        return value
+
+    return convert
+
+
+def _field_types(cls: type[Model], fields: list[attrs.Attribute[Any]]) -> dict[str, Any]:
+    # Evaluate in the module namespace only: the class namespace holds slot descriptors named
+    # ``type`` or ``bytes`` that would shadow the builtins in the annotations.
+    namespace = vars(sys.modules[cls.__module__])
+    return {f.name: eval(f.type, namespace) if isinstance(f.type, str) else f.type for f in fields}
+
+
+def _make_structure_fn(cls: type[Model]) -> Callable[..., Any]:
+    fields = [f for f in attrs.fields(cls) if f.name not in _SKIP]
+    hints = _field_types(cls, fields)
+    null_lists: list[str] = []
+    known = frozenset(f.name for f in fields)
+    env: dict[str, Any] = {
+        "_cls": cls,
+        "_new": object.__new__,
+        "_known": known,
+        "_EMPTY": EMPTY_EXTRA,
+        "_frozenset": frozenset,
+        "_dict": dict,
+        "_err": ModelShapeError,
+    }
+    lines = [
+        "def structure(d, _t=None):",
+        "    if d.__class__ is not _dict:",
+        f"        raise _err('{cls.__name__} expects a JSON object, got ' + type(d).__name__)",
+        "    o = _new(_cls)",
+    ]
+    for field in fields:
+        name = field.name
+        plan = _plan(hints[name])
+        required_list = field.default is attrs.NOTHING and get_origin(hints[name]) is list
+        default_expr = "[]" if required_list else "None"
+        if required_list:
+            null_lists.append(name)
+        if field.default is not attrs.NOTHING and field.default is not None:
+            env[f"_default_{name}"] = field.default
+            default_expr = f"_default_{name}"
+        if plan is None:
+            lines.append(f"    v = d.get({name!r})")
+            if default_expr != "None":
+                lines.append(f"    o.{name} = {default_expr} if v is None else v")
+            else:
+                lines.append(f"    o.{name} = v")
+        else:
+            env[f"_p_{name}"] = plan
+            lines.append(f"    v = d.get({name!r})")
+            lines.append(f"    o.{name} = {default_expr} if v is None else _p_{name}(v)")
+    lines += [
+        "    o.extra = (_EMPTY if d.keys() <= _known"
+        " else {k: v for k, v in d.items() if k not in _known})",
+        "    o._fields_set = _frozenset(d)",
+    ]
+    for name in null_lists:
+        # A required list the server sent as null (vLLM's ``"choices": null``) reads as []
+        # but must serialise back as null: remember it with a marker in the set-field names.
+        lines += [
+            f"    if {name!r} in d and d[{name!r}] is None:",
+            f"        o._fields_set = o._fields_set | {{{_null_marker(name)!r}}}",
+        ]
+    lines.append("    return o")
+    exec(compile("\n".join(lines), f"<chatlib structure {cls.__name__}>", "exec"), env)
+    fn: Callable[..., Any] = env["structure"]
+    return fn  # cattrs calls hooks with (value, type); plans call it with the value alone
+
+
+def _null_marker(name: str) -> str:
+    return "\0null:" + name
+
+
+def _unstructure_value(value: Any) -> Any:
+    cls = value.__class__
+    if cls in _PRIMITIVES:
+        return value
+    if isinstance(value, Model):
+        return _unstructure_model(value)
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, (list, tuple)):
+        return [_unstructure_value(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: _unstructure_value(v) for k, v in value.items()}
+    return value
+
+
+def _unstructure_model(obj: Model) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    fields_set = obj._fields_set
+    for field in type(obj).__attrs_attrs__:
+        name = field.name
+        if name in _SKIP:
+            continue
+        value = getattr(obj, name)
+        if value is None:
+            if name in fields_set:
+                out[name] = None
+            continue
+        if value == [] and name not in fields_set:
+            continue  # a required list the server left out: keep it out
+        if value == [] and _null_marker(name) in fields_set:
+            out[name] = None
+            continue
+        out[name] = _unstructure_value(value)
+    for key, value in obj.extra.items():
+        out[key] = _unstructure_value(value)
+    return out
+
+
+converter.register_structure_hook_factory(_is_model, _make_structure_fn)
+converter.register_unstructure_hook_factory(_is_model, lambda cls: _unstructure_model)
+
+
+def structure(data: Any, cls: type[_T]) -> _T:
+    """Parse JSON-shaped ``data`` into ``cls``; raises ``ModelShapeError`` on a wrong shape."""
+    result: _T = converter.structure(data, cls)
+    return result
+
+
+def unstructure(obj: Any) -> Any:
+    """Turn a model (or any JSON-shaped value holding models) into plain JSON data."""
+    return _unstructure_value(obj)

@@ -1,0 +1,493 @@
+"""``SyncChat``: the blocking face of chatlib, on ``requests``. The only module importing it.
+
+It moves bytes and time; every rule (building, retrying, parsing) is the core's.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+import uuid
+from collections.abc import Generator, Iterator, Mapping
+from types import TracebackType
+from typing import Any, Literal, overload
+
+import requests
+import requests.adapters
+import requests.utils
+import urllib3.exceptions
+from typing_extensions import Self, Unpack
+
+from chatlib._config import ClientConfig, TimeoutLike, client_repr
+from chatlib._core import BodyCollector, Call, Command, HttpRequest, ReadBody, Send, plan_call
+from chatlib._params import with_request_signature
+from chatlib._transport import SyncResponse, SyncTransport
+from chatlib.errors import APIConnectionError, APIError, APITimeoutError
+from chatlib.models import (
+    ChatCompletionParams,
+    CreateChatCompletionChunk,
+    CreateChatCompletionRequest,
+    CreateChatCompletionResponse,
+)
+
+__all__ = ["ChatStream", "RequestsTransport", "SyncChat"]
+
+_DRAIN_LIMIT = 64 * 1024
+
+
+def _translate(exc: BaseException, url: str) -> APIConnectionError:
+    """A requests/urllib3/socket failure as the chatlib error a user can act on."""
+    inner = exc.args[0] if exc.args else None
+    if isinstance(
+        exc,
+        (
+            requests.exceptions.Timeout,
+            urllib3.exceptions.TimeoutError,
+            TimeoutError,
+        ),
+    ) or isinstance(inner, urllib3.exceptions.TimeoutError):
+        return APITimeoutError(f"Request timed out: {type(exc).__name__}: {exc}", request_url=url)
+    return APIConnectionError(f"Connection error: {type(exc).__name__}: {exc}", request_url=url)
+
+
+_FAILURES = (requests.RequestException, urllib3.exceptions.HTTPError, OSError)
+
+
+class _RequestsResponse:
+    """A ``requests.Response`` behind the :class:`SyncResponse` protocol."""
+
+    __slots__ = ("_response", "_url", "headers", "status_code")
+
+    def __init__(self, response: requests.Response, url: str) -> None:
+        self._response = response
+        self._url = url
+        self.status_code = response.status_code
+        self.headers: Mapping[str, str] = response.headers
+
+    def iter_bytes(self) -> Iterator[bytes]:
+        raw = self._response.raw
+        try:
+            if raw.chunked or not hasattr(raw, "read1"):
+                for piece in self._response.iter_content(chunk_size=None):
+                    if piece:
+                        yield piece
+            else:
+                # Not chunked: read1 hands over whatever has arrived, so a stream without
+                # chunked encoding (HTTP/1.0 style, close-delimited) is still incremental.
+                while True:
+                    piece = raw.read1(65536, decode_content=True)
+                    if not piece:
+                        break
+                    yield piece
+        except _FAILURES as exc:
+            raise _translate(exc, self._url) from None
+
+    def close(self) -> None:
+        self._response.close()
+
+
+class RequestsTransport:
+    """The default sync transport: a ``requests.Session`` with its own connection pool.
+
+    Proxy and CA-bundle settings are read from the environment once, when the transport is
+    made (``requests`` would re-scan the environment twice per request), and still honoured.
+    A process that forks gets a fresh session in the child instead of sharing sockets.
+    """
+
+    def __init__(
+        self,
+        session: requests.Session | None = None,
+        *,
+        pool_maxsize: int = 10,
+        verify: bool | str = True,
+    ) -> None:
+        self._owns_session = session is None
+        self._pool_maxsize = pool_maxsize
+        self._verify = verify
+        self._session = session if session is not None else self._new_session()
+        self._pid = os.getpid()
+        self._proxies: dict[str, str] | None = None
+
+    def _new_session(self) -> requests.Session:
+        session = requests.Session()
+        session.trust_env = False  # environment read once below; and no .netrc over our key
+        adapter = requests.adapters.HTTPAdapter(
+            pool_connections=1, pool_maxsize=self._pool_maxsize, max_retries=0
+        )
+        session.mount("https://", adapter)
+        session.mount("http://", adapter)
+        return session
+
+    def _session_for_this_process(self) -> requests.Session:
+        if self._owns_session and os.getpid() != self._pid:
+            self._session = self._new_session()  # the parent's sockets stay the parent's
+            self._pid = os.getpid()
+        return self._session
+
+    def _environment(self, url: str) -> tuple[dict[str, str], bool | str]:
+        if self._proxies is None:
+            self._proxies = (
+                dict(requests.utils.get_environ_proxies(url)) if self._owns_session else {}
+            )
+        verify = self._verify
+        if verify is True and self._owns_session:
+            verify = (
+                os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+            )
+        return self._proxies, verify
+
+    def send(self, request: HttpRequest) -> _RequestsResponse:
+        """Send ``request``; returns once headers are in (the body is streamed)."""
+        session = self._session_for_this_process()
+        proxies, verify = self._environment(request.url)
+        timeout = request.timeout
+        try:
+            response = session.request(
+                request.method,
+                request.url,
+                headers=dict(request.headers),
+                data=request.body,
+                stream=True,
+                timeout=(timeout.connect, timeout.read),
+                proxies=proxies or None,
+                verify=verify,
+            )
+        except _FAILURES as exc:
+            raise _translate(exc, request.url) from None
+        return _RequestsResponse(response, request.url)
+
+    def close(self) -> None:
+        """Close the pool (a session passed in by the caller is left open)."""
+        if self._owns_session:
+            self._session.close()
+
+
+def _read_body(response: SyncResponse, limit: int) -> bytes | APIError:
+    collector = BodyCollector(limit)
+    try:
+        for piece in response.iter_bytes():
+            collector.feed(piece)
+    except APIConnectionError as exc:
+        return exc
+    finally:
+        response.close()
+    return collector.result()
+
+
+def run_flow(flow: Generator[Command, Any, Any], transport: SyncTransport) -> Any:
+    """Drive a core flow with blocking I/O: the whole sync driver."""
+    outcome: Any = None
+    try:
+        while True:
+            command = flow.send(outcome)
+            if isinstance(command, Send):
+                try:
+                    outcome = transport.send(command.request)
+                except APIConnectionError as exc:
+                    outcome = exc
+            elif isinstance(command, ReadBody):
+                outcome = _read_body(command.response, command.limit)
+            else:
+                time.sleep(command.seconds)
+                outcome = None
+    except StopIteration as stop:
+        return stop.value
+    finally:
+        flow.close()
+
+
+class ChatStream(Iterator[CreateChatCompletionChunk]):
+    """A streamed completion: iterate it for chunks; use it in a ``with`` block.
+
+    The connection goes back to the pool when the stream is exhausted, and is released
+    when you ``break`` out, call :meth:`close`, an exception passes through, or the stream
+    is garbage collected.
+    """
+
+    def __init__(self, response: SyncResponse, call: Call) -> None:
+        self._response = response
+        self._state = call.stream_state(response.headers, time.monotonic)
+        self._body = response.iter_bytes()
+        self._closed = False
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        """The response headers."""
+        return self._response.headers
+
+    @property
+    def request_id(self) -> str | None:
+        """The server's ``x-request-id``."""
+        return self._state.parser.request_id
+
+    @property
+    def accumulated(self) -> CreateChatCompletionResponse:
+        """Everything received so far, merged into one completion."""
+        return self._state.accumulated
+
+    def __iter__(self) -> Self:
+        return self
+
+    def __next__(self) -> CreateChatCompletionChunk:
+        state = self._state
+        while not state.pending:
+            if state.finished or self._closed:
+                self.close()
+                raise StopIteration
+            try:
+                piece = next(self._body, None)
+                if piece is None:
+                    state.on_eof()
+                else:
+                    state.on_bytes(piece)
+            except BaseException:
+                self.close()
+                raise
+        return state.pending.popleft()
+
+    @property
+    def text_stream(self) -> Iterator[str]:
+        """The text of the first choice, piece by piece (empty pieces skipped)."""
+        return (chunk.text for chunk in self if chunk.text)
+
+    def get_final_completion(self) -> CreateChatCompletionResponse:
+        """Read the rest of the stream and return the whole completion."""
+        for _ in self:
+            pass
+        return self._state.accumulated
+
+    def close(self) -> None:
+        """Release the connection; reading the little that follows ``[DONE]`` lets it be reused."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self._state.finished:
+                drained = 0
+                for piece in self._body:
+                    drained += len(piece)
+                    if drained > _DRAIN_LIMIT:
+                        break
+        except APIError:
+            pass
+        finally:
+            self._response.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if not getattr(self, "_closed", True):
+            self._closed = True
+            self._response.close()
+
+
+class SyncChat:
+    """A blocking client for any OpenAI-compatible Chat Completions server.
+
+    ``SyncChat()`` reads ``OPENAI_API_KEY``, ``OPENAI_BASE_URL``, ``OPENAI_ORG_ID`` and
+    ``OPENAI_PROJECT_ID``. With ``base_url`` pointing at your own server no key is needed.
+    Safe to use from a Jupyter cell (no event loop involved) and from several threads.
+    """
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        organization: str | None = None,
+        project: str | None = None,
+        timeout: TimeoutLike | None = None,
+        max_retries: int | None = None,
+        default_headers: Mapping[str, str] | None = None,
+        default_query: Mapping[str, str] | None = None,
+        require_done: bool = True,
+        session: requests.Session | None = None,
+        transport: SyncTransport | None = None,
+        pool_maxsize: int = 10,
+        verify: bool | str = True,
+    ) -> None:
+        self._config = ClientConfig.resolve(
+            api_key=api_key,
+            base_url=base_url,
+            organization=organization,
+            project=project,
+            timeout=timeout,
+            max_retries=max_retries,
+            default_headers=default_headers,
+            default_query=default_query,
+            require_done=require_done,
+        )
+        self._transport_options: dict[str, Any] = {"pool_maxsize": pool_maxsize, "verify": verify}
+        self._custom_transport = transport is not None or session is not None
+        self._transport: SyncTransport = (
+            transport
+            if transport is not None
+            else RequestsTransport(session, pool_maxsize=pool_maxsize, verify=verify)
+        )
+        self._owns_transport = transport is None
+
+    @property
+    def config(self) -> ClientConfig:
+        """The resolved settings (the key shows as ``Secret('****')``)."""
+        return self._config
+
+    @property
+    def transport(self) -> SyncTransport:
+        """The transport this client sends through."""
+        return self._transport
+
+    @overload
+    def create(
+        self,
+        request: CreateChatCompletionRequest,
+        /,
+        *,
+        timeout: TimeoutLike | None = None,
+    ) -> CreateChatCompletionResponse: ...
+
+    @overload
+    def create(
+        self,
+        request: None = None,
+        /,
+        *,
+        stream: Literal[True],
+        timeout: TimeoutLike | None = None,
+        **params: Unpack[ChatCompletionParams],
+    ) -> ChatStream: ...
+
+    @overload
+    def create(
+        self,
+        request: None = None,
+        /,
+        *,
+        stream: Literal[False] | None = None,
+        timeout: TimeoutLike | None = None,
+        **params: Unpack[ChatCompletionParams],
+    ) -> CreateChatCompletionResponse: ...
+
+    @with_request_signature(with_stream=True)
+    def create(
+        self,
+        request: CreateChatCompletionRequest | None = None,
+        /,
+        *,
+        stream: bool | None = None,
+        timeout: TimeoutLike | None = None,
+        **params: Any,
+    ) -> CreateChatCompletionResponse | ChatStream:
+        """Create a chat completion.
+
+        Pass a :class:`CreateChatCompletionRequest`, or its fields as keyword arguments
+        (``messages`` as dicts or :class:`ChatMessage` objects). With ``stream=True`` (or a
+        request whose ``stream`` is true) this returns a :class:`ChatStream`, like
+        :meth:`stream`. ``timeout`` overrides the client's for this call.
+        """
+        call = plan_call(
+            self._config,
+            request,
+            params,
+            stream=stream,
+            timeout=timeout,
+            idempotency_key=f"chatlib-{uuid.uuid4()}",
+        )
+        return self._run(call)
+
+    @overload
+    def stream(
+        self, request: CreateChatCompletionRequest, /, *, timeout: TimeoutLike | None = None
+    ) -> ChatStream: ...
+
+    @overload
+    def stream(
+        self,
+        request: None = None,
+        /,
+        *,
+        timeout: TimeoutLike | None = None,
+        **params: Unpack[ChatCompletionParams],
+    ) -> ChatStream: ...
+
+    @with_request_signature(with_stream=False)
+    def stream(
+        self,
+        request: CreateChatCompletionRequest | None = None,
+        /,
+        *,
+        timeout: TimeoutLike | None = None,
+        **params: Any,
+    ) -> ChatStream:
+        """Stream a chat completion: ``with chat.stream(...) as s: for chunk in s: ...``."""
+        call = plan_call(
+            self._config,
+            request,
+            params,
+            stream=None,
+            force_stream=True,
+            timeout=timeout,
+            idempotency_key=f"chatlib-{uuid.uuid4()}",
+        )
+        result = self._run(call)
+        assert isinstance(result, ChatStream)
+        return result
+
+    def _run(self, call: Call) -> CreateChatCompletionResponse | ChatStream:
+        flow = call.flow(clock=time.monotonic, wall_clock=time.time, rand=random.random)
+        result = run_flow(flow, self._transport)
+        if call.stream:
+            return ChatStream(result, call)
+        completion: CreateChatCompletionResponse = result
+        return completion
+
+    def with_options(
+        self, *, timeout: TimeoutLike | None = None, max_retries: int | None = None
+    ) -> SyncChat:
+        """A copy with other settings that shares this client's connection pool."""
+        clone = object.__new__(SyncChat)
+        clone.__dict__.update(self.__dict__)
+        clone._config = self._config.with_changes(timeout=timeout, max_retries=max_retries)
+        clone._owns_transport = False
+        return clone
+
+    def close(self) -> None:
+        """Close the connection pool (a transport or session you passed in stays open)."""
+        if self._owns_transport:
+            self._transport.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return client_repr(type(self).__name__, self._config)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {
+            "config": self._config.pickle_state(custom_transport=self._custom_transport),
+            "transport_options": self._transport_options,
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self._config = ClientConfig.from_pickle_state(state["config"])
+        self._transport_options = dict(state["transport_options"])
+        self._custom_transport = False
+        self._transport = RequestsTransport(**self._transport_options)
+        self._owns_transport = True

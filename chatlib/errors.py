@@ -1,0 +1,420 @@
+"""Every failure chatlib raises, and the pure mapping from a server's answer to one.
+
+All exceptions derive from :class:`ChatLibError`. No ``requests``, ``aiohttp`` or
+``json`` exception reaches the user: transports and parsers translate them here.
+The API key is never stored on an exception, so it cannot leak through ``str()``,
+``repr()``, a traceback or a pickle.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = [
+    "APIConnectionError",
+    "APIError",
+    "APIResponseValidationError",
+    "APIStatusError",
+    "APIStreamError",
+    "APITimeoutError",
+    "AuthenticationError",
+    "BadRequestError",
+    "BodyTooLargeError",
+    "ChatLibError",
+    "ConflictError",
+    "IncompleteStreamError",
+    "InsufficientQuotaError",
+    "InternalServerError",
+    "InvalidArgumentError",
+    "MissingAPIKeyError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "RateLimitError",
+    "RequestTimeoutError",
+    "UnprocessableEntityError",
+    "error_from_response",
+    "error_from_stream_payload",
+]
+
+_SNIPPET_CHARS = 300
+
+
+class ChatLibError(Exception):
+    """Base class of every exception chatlib raises."""
+
+
+class InvalidArgumentError(ChatLibError, ValueError):
+    """An argument was rejected before any request was sent; ``field`` names it."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+        self.problem = problem
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.field, self.problem))
+
+
+class MissingAPIKeyError(ChatLibError, ValueError):
+    """No API key was given for a server that needs one."""
+
+
+class APIError(ChatLibError):
+    """A request was made and did not produce a usable completion.
+
+    Attributes:
+        message: a human-readable explanation (the server's own words where it gave any).
+        body: the parsed JSON error body, or the body as text when it is not JSON.
+        raw_body: the exact bytes the server sent (empty when nothing arrived).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        body: object = None,
+        raw_body: bytes = b"",
+        request_method: str | None = None,
+        request_url: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.body = body
+        self.raw_body = raw_body
+        self.request_method = request_method
+        self.request_url = request_url
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Exceptions with keyword-only constructors do not pickle by default; rebuild
+        # from __dict__ so errors can cross process boundaries (multiprocessing, Ray).
+        return (_rebuild, (type(self), self.__dict__.copy()))
+
+
+def _rebuild(cls: type[APIError], state: dict[str, Any]) -> APIError:
+    exc = cls.__new__(cls)
+    Exception.__init__(exc, state.get("message", ""))
+    exc.__dict__.update(state)
+    return exc
+
+
+class APIResponseValidationError(APIError):
+    """The server answered with something that is not a valid completion (bad JSON, wrong shape).
+
+    ``raw_body`` holds what was received, so nothing is lost.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = None,
+        raw_body: bytes = b"",
+        body: object = None,
+        request_id: str | None = None,
+    ) -> None:
+        super().__init__(message, body=body, raw_body=raw_body)
+        self.status_code = status_code
+        self.request_id = request_id
+
+
+class BodyTooLargeError(APIResponseValidationError):
+    """A response body, SSE line or event grew past the configured limit."""
+
+
+class IncompleteStreamError(APIError):
+    """A stream ended before the server sent ``data: [DONE]``: the answer may be cut off."""
+
+
+class APIConnectionError(APIError):
+    """The server could not be reached, or the connection broke before the answer was complete."""
+
+    def __init__(self, message: str = "Connection error.", **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+
+
+class APITimeoutError(APIConnectionError):
+    """A connect, read or total deadline passed."""
+
+    def __init__(self, message: str = "Request timed out.", **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+
+
+class APIStatusError(APIError):
+    """The server answered with an error: an HTTP status >= 400, or an error event mid-stream.
+
+    Attributes:
+        status_code: the HTTP status (for an in-stream error: the status the error names, else 200).
+        headers: the response headers.
+        request_id: the ``x-request-id`` header, when the server sent one.
+        type, code, param: the server's error fields, when it sent them.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int,
+        headers: Mapping[str, str] | None = None,
+        body: object = None,
+        raw_body: bytes = b"",
+        error_type: str | None = None,
+        code: str | int | None = None,
+        param: str | None = None,
+        request_id: str | None = None,
+        server_message: str | None = None,
+    ) -> None:
+        super().__init__(message, body=body, raw_body=raw_body)
+        self.status_code = status_code
+        self.headers: dict[str, str] = dict(headers or {})
+        self.type = error_type
+        self.code = code
+        self.param = param
+        self.request_id = request_id
+        self.server_message = server_message
+
+
+class BadRequestError(APIStatusError):
+    """HTTP 400."""
+
+
+class AuthenticationError(APIStatusError):
+    """HTTP 401."""
+
+
+class PermissionDeniedError(APIStatusError):
+    """HTTP 403."""
+
+
+class NotFoundError(APIStatusError):
+    """HTTP 404."""
+
+
+class RequestTimeoutError(APIStatusError):
+    """HTTP 408: the server gave up waiting for the request."""
+
+
+class ConflictError(APIStatusError):
+    """HTTP 409."""
+
+
+class UnprocessableEntityError(APIStatusError):
+    """HTTP 422."""
+
+
+class RateLimitError(APIStatusError):
+    """HTTP 429."""
+
+
+class InsufficientQuotaError(RateLimitError):
+    """HTTP 429 with code ``insufficient_quota``: retrying will not help, billing will."""
+
+
+class InternalServerError(APIStatusError):
+    """HTTP 5xx."""
+
+
+class APIStreamError(APIStatusError):
+    """An error event arrived in the middle of a stream and names no HTTP status."""
+
+
+_BY_STATUS: dict[int, type[APIStatusError]] = {
+    400: BadRequestError,
+    401: AuthenticationError,
+    403: PermissionDeniedError,
+    404: NotFoundError,
+    408: RequestTimeoutError,
+    409: ConflictError,
+    422: UnprocessableEntityError,
+    429: RateLimitError,
+}
+
+# Error ``type`` strings (OpenAI's and llama.cpp's) mapped to the status they stand for,
+# used for in-stream errors, which arrive on a 200 response.
+_STATUS_BY_TYPE: dict[str, int] = {
+    "invalid_request_error": 400,
+    "exceed_context_size_error": 400,
+    "authentication_error": 401,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "rate_limit_error": 429,
+    "rate_limit_exceeded": 429,
+    "insufficient_quota": 429,
+    "server_error": 500,
+    "api_error": 500,
+    "unavailable_error": 503,
+}
+
+_REASONS: dict[int, str] = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    408: "Request Timeout",
+    409: "Conflict",
+    413: "Payload Too Large",
+    415: "Unsupported Media Type",
+    422: "Unprocessable Entity",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    501: "Not Implemented",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+}
+
+
+def _class_for(status: int, code: object) -> type[APIStatusError]:
+    if status == 429 and code == "insufficient_quota":
+        return InsufficientQuotaError
+    if status in _BY_STATUS:
+        return _BY_STATUS[status]
+    if status >= 500:
+        return InternalServerError
+    return APIStatusError
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    value = headers.get(name)
+    if value is not None:
+        return value
+    lowered = name.lower()
+    for key, val in headers.items():
+        if key.lower() == lowered:
+            return val
+    return None
+
+
+_TITLE = re.compile(rb"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
+_TAGS = re.compile(r"<[^>]+>")
+_SPACE = re.compile(r"\s+")
+
+
+def text_snippet(raw: bytes, limit: int = _SNIPPET_CHARS) -> str:
+    """A short, single-line, readable rendering of a body that is not JSON (HTML pages included)."""
+    title = _TITLE.search(raw)
+    text = raw.decode("utf-8", "replace")
+    if title is not None:
+        text = title.group(1).decode("utf-8", "replace")
+    elif "<" in text and ">" in text:
+        text = _TAGS.sub(" ", text)
+    text = _SPACE.sub(" ", text).strip()
+    if len(text) > limit:
+        text = text[: limit - 3] + "..."
+    return text
+
+
+def _decode_json(raw: bytes) -> tuple[bool, object]:
+    try:
+        return True, json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return False, None
+
+
+def _error_fields(parsed: object) -> tuple[str | None, str | None, Any, str | None]:
+    """Pull (message, type, code, param) out of the error shapes servers use."""
+    if isinstance(parsed, str):
+        return parsed, None, None, None
+    if not isinstance(parsed, dict):
+        return None, None, None, None
+    err: object = parsed.get("error", parsed)
+    if isinstance(err, str):  # {"error": "model not found"} (Ollama and friends)
+        return err, None, None, None
+    if not isinstance(err, dict):
+        return None, None, None, None
+    message = err.get("message")
+    if message is None and "detail" in err:  # FastAPI: {"detail": "..."} or a list of problems
+        detail = err["detail"]
+        message = detail if isinstance(detail, str) else json.dumps(detail)
+    if message is not None and not isinstance(message, str):
+        message = json.dumps(message)
+    err_type = err.get("type")
+    code = err.get("code")
+    param = err.get("param")
+    return (
+        message,
+        err_type if isinstance(err_type, str) else None,
+        code if isinstance(code, (str, int)) and not isinstance(code, bool) else None,
+        param if isinstance(param, str) else None,
+    )
+
+
+def _compose(
+    status: int,
+    server_message: str | None,
+    err_type: str | None,
+    code: object,
+    request_id: str | None,
+) -> str:
+    reason = _REASONS.get(status, "")
+    head = f"{status} {reason}".rstrip() if status else "stream error"
+    text = f"{head}: {server_message}" if server_message else head
+    details = [f"{k}={v}" for k, v in (("type", err_type), ("code", code)) if v is not None]
+    if request_id:
+        details.append(f"request_id={request_id}")
+    return f"{text} ({', '.join(details)})" if details else text
+
+
+def error_from_response(status: int, headers: Mapping[str, str], raw_body: bytes) -> APIStatusError:
+    """Map an HTTP error answer to the matching :class:`APIStatusError` subclass.
+
+    Pure: no I/O. Handles OpenAI's ``{"error": {...}}``, vLLM's top-level error object,
+    FastAPI's ``{"detail": ...}``, a bare JSON string, plain text and HTML pages.
+    """
+    is_json, parsed = _decode_json(raw_body)
+    server_message, err_type, code, param = _error_fields(parsed) if is_json else (None,) * 4
+    if server_message is None:
+        snippet = text_snippet(raw_body)
+        server_message = snippet or None
+    request_id = _header(headers, "x-request-id")
+    cls = _class_for(status, code)
+    return cls(
+        _compose(status, server_message, err_type, code, request_id),
+        status_code=status,
+        headers=headers,
+        body=parsed if is_json else raw_body.decode("utf-8", "replace"),
+        raw_body=raw_body,
+        error_type=err_type,
+        code=code,
+        param=param,
+        request_id=request_id,
+        server_message=server_message,
+    )
+
+
+def error_from_stream_payload(
+    payload: object, raw_frame: bytes, *, request_id: str | None = None
+) -> APIStatusError:
+    """Map an error that arrived inside a 200 stream (``event: error`` or ``{"error": ...}``)."""
+    server_message, err_type, code, param = _error_fields(payload)
+    if server_message is None:
+        server_message = text_snippet(raw_frame) or "the server reported an error mid-stream"
+    status = 0
+    if isinstance(code, int) and 400 <= code <= 599:
+        status = code
+    elif isinstance(payload, dict) and isinstance(payload.get("status_code"), int):
+        status = payload["status_code"]
+    elif err_type in _STATUS_BY_TYPE:
+        status = _STATUS_BY_TYPE[err_type]
+    elif isinstance(code, str) and code in _STATUS_BY_TYPE:
+        status = _STATUS_BY_TYPE[code]
+    cls = _class_for(status, code) if status else APIStreamError
+    if cls is APIStatusError:
+        cls = APIStreamError
+    return cls(
+        "in-stream error: " + _compose(status, server_message, err_type, code, request_id),
+        status_code=status or 200,
+        body=payload,
+        raw_body=raw_frame,
+        error_type=err_type,
+        code=code,
+        param=param,
+        request_id=request_id,
+        server_message=server_message,
+    )
