@@ -22,7 +22,7 @@ from chatlib._config import ClientConfig, TimeoutLike, client_repr
 from chatlib._core import BodyCollector, Call, Command, HttpRequest, ReadBody, Send, plan_call
 from chatlib._params import with_request_signature
 from chatlib._transport import AsyncResponse, AsyncTransport
-from chatlib.errors import APIConnectionError, APIError, APITimeoutError
+from chatlib.errors import APIConnectionError, APIError, APITimeoutError, BodyTooLargeError
 from chatlib.models import (
     ChatCompletionParams,
     CreateChatCompletionChunk,
@@ -37,7 +37,9 @@ _DRAIN_LIMIT = 64 * 1024
 
 def _translate(exc: BaseException, url: str) -> APIConnectionError:
     if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError, TimeoutError)):
-        return APITimeoutError(f"Request timed out: {type(exc).__name__}: {exc}", request_url=url)
+        # aiohttp's total-deadline timeout is a bare TimeoutError with no message.
+        why = str(exc) or "the call outlived its total deadline (timeout.total)"
+        return APITimeoutError(f"Request timed out: {why}", request_url=url)
     return APIConnectionError(f"Connection error: {type(exc).__name__}: {exc}", request_url=url)
 
 
@@ -189,7 +191,7 @@ async def _read_body(response: AsyncResponse, limit: int) -> bytes | APIError:
     try:
         async for piece in response.aiter_bytes():
             collector.feed(piece)
-    except APIConnectionError as exc:
+    except (APIConnectionError, BodyTooLargeError) as exc:
         return exc
     finally:
         await response.aclose()

@@ -149,6 +149,17 @@ def request_body(request: CreateChatCompletionRequest, *, stream: bool) -> dict[
     return body
 
 
+def _unencodable_field(request: CreateChatCompletionRequest, body: Mapping[str, Any]) -> str:
+    """The argument to blame for a body that ``json.dumps`` refused (an error path only)."""
+    extra_keys = set(request.extra_body or ())
+    for key, value in body.items():
+        try:
+            json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError):
+            return "extra_body" if key in extra_keys else key
+    return "request"
+
+
 def build_request(
     config: ClientConfig,
     request: CreateChatCompletionRequest,
@@ -163,7 +174,8 @@ def build_request(
     try:
         payload = json.dumps(body, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError) as exc:
-        raise InvalidArgumentError("request", f"cannot be sent as JSON: {exc}") from None
+        field = _unencodable_field(request, body)
+        raise InvalidArgumentError(field, f"cannot be sent as JSON: {exc}") from None
     headers: dict[str, str] = {
         "Content-Type": "application/json",
         "Accept": "text/event-stream" if stream else "application/json",
@@ -181,9 +193,12 @@ def build_request(
     if request.extra_headers:
         headers.update(request.extra_headers)
     query = {**config.default_query, **(request.extra_query or {})}
-    url = f"{config.base_url}/chat/completions"
-    if query:
-        url += ("&" if "?" in url else "?") + urlencode(query)
+    # A base URL may carry its own query (Azure's ``?api-version=``): the path goes before it.
+    base, _, base_query = config.base_url.partition("?")
+    url = f"{base.rstrip('/')}/chat/completions"
+    encoded = "&".join(part for part in (base_query, urlencode(query) if query else "") if part)
+    if encoded:
+        url += "?" + encoded
     return HttpRequest(
         method="POST",
         url=url,

@@ -74,6 +74,9 @@ class OpenEnum(str, enum.Enum):
         return found if found is not None else cls(value)
 
 
+_TAIL = frozenset({"extra", "_fields_set"})
+
+
 class Model:
     """Base class of all wire models.
 
@@ -111,13 +114,17 @@ class Model:
     @property
     def fields_set(self) -> frozenset[str]:
         """Names of the declared fields that were given or parsed (``None`` included)."""
-        return self._fields_set
+        # The parser records the raw key set (cheap on the hot path); filter it on request.
+        declared = attrs.fields_dict(type(self))
+        return frozenset(
+            name for name in self._fields_set if name in declared and name not in _TAIL
+        )
 
     def __repr__(self) -> str:
         shown = []
         for field in type(self).__attrs_attrs__:
             name = field.name
-            if name in ("extra", "_fields_set"):
+            if name in _TAIL:
                 continue
             value = getattr(self, name)
             if value is not None or name in self._fields_set:

@@ -95,7 +95,10 @@ class RetryPolicy:
             parsed = email.utils.parsedate_tz(after)
             if parsed is None:
                 return None
-            seconds = email.utils.mktime_tz(parsed) - now
+            try:
+                seconds = email.utils.mktime_tz(parsed) - now
+            except (ValueError, OverflowError):
+                return None  # a date no clock can hold: fall back to backoff
         if 0 <= seconds <= self.max_retry_after:
             return seconds
         return None

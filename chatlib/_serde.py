@@ -95,7 +95,9 @@ def _list_plan(item_plan: Callable[[Any], Any]) -> Callable[[Any], Any]:
     def convert(value: Any) -> Any:
         if value.__class__ is not list:
             raise ModelShapeError(f"expected a list, got {type(value).__name__}")
-        return [None if x is None else item_plan(x) for x in value]
+        if None in value:
+            raise ModelShapeError("expected an object in the list, got null")
+        return [item_plan(x) for x in value]
 
     return convert
 

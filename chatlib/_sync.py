@@ -23,7 +23,7 @@ from chatlib._config import ClientConfig, TimeoutLike, client_repr
 from chatlib._core import BodyCollector, Call, Command, HttpRequest, ReadBody, Send, plan_call
 from chatlib._params import with_request_signature
 from chatlib._transport import SyncResponse, SyncTransport
-from chatlib.errors import APIConnectionError, APIError, APITimeoutError
+from chatlib.errors import APIConnectionError, APIError, APITimeoutError, BodyTooLargeError
 from chatlib.models import (
     ChatCompletionParams,
     CreateChatCompletionChunk,
@@ -57,21 +57,48 @@ _FAILURES = (requests.RequestException, urllib3.exceptions.HTTPError, OSError)
 class _RequestsResponse:
     """A ``requests.Response`` behind the :class:`SyncResponse` protocol."""
 
-    __slots__ = ("_response", "_url", "headers", "status_code")
+    __slots__ = ("_deadline", "_read", "_response", "_url", "headers", "status_code")
 
-    def __init__(self, response: requests.Response, url: str) -> None:
+    def __init__(
+        self,
+        response: requests.Response,
+        url: str,
+        *,
+        deadline: float | None = None,
+        read_timeout: float | None = None,
+    ) -> None:
         self._response = response
         self._url = url
+        self._deadline = deadline
+        self._read = read_timeout
         self.status_code = response.status_code
         self.headers: Mapping[str, str] = response.headers
+
+    def _arm(self) -> None:
+        """Shorten the socket's read timeout to what is left of the total deadline, so a
+        stall or a slow trickle cannot carry a call past ``timeout.total``."""
+        if self._deadline is None:
+            return
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise APITimeoutError(
+                "the call outlived its total deadline (timeout.total)", request_url=self._url
+            )
+        if self._read is None or left < self._read:
+            connection = getattr(self._response.raw, "_connection", None)
+            sock = getattr(connection, "sock", None)
+            if sock is not None:
+                sock.settimeout(left)
 
     def iter_bytes(self) -> Iterator[bytes]:
         raw = self._response.raw
         try:
+            self._arm()
             if raw.chunked or not hasattr(raw, "read1"):
                 for piece in self._response.iter_content(chunk_size=None):
                     if piece:
                         yield piece
+                    self._arm()
             else:
                 # Not chunked: read1 hands over whatever has arrived, so a stream without
                 # chunked encoding (HTTP/1.0 style, close-delimited) is still incremental.
@@ -80,6 +107,7 @@ class _RequestsResponse:
                     if not piece:
                         break
                     yield piece
+                    self._arm()
         except _FAILURES as exc:
             raise _translate(exc, self._url) from None
 
@@ -142,6 +170,7 @@ class RequestsTransport:
         session = self._session_for_this_process()
         proxies, verify = self._environment(request.url)
         timeout = request.timeout
+        deadline = None if timeout.total is None else time.monotonic() + timeout.total
         try:
             response = session.request(
                 request.method,
@@ -155,7 +184,9 @@ class RequestsTransport:
             )
         except _FAILURES as exc:
             raise _translate(exc, request.url) from None
-        return _RequestsResponse(response, request.url)
+        return _RequestsResponse(
+            response, request.url, deadline=deadline, read_timeout=timeout.read
+        )
 
     def close(self) -> None:
         """Close the pool (a session passed in by the caller is left open)."""
@@ -168,7 +199,7 @@ def _read_body(response: SyncResponse, limit: int) -> bytes | APIError:
     try:
         for piece in response.iter_bytes():
             collector.feed(piece)
-    except APIConnectionError as exc:
+    except (APIConnectionError, BodyTooLargeError) as exc:
         return exc
     finally:
         response.close()

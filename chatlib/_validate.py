@@ -14,7 +14,9 @@ from chatlib.models import ChatMessage, CreateChatCompletionRequest
 
 __all__ = ["check_param_names", "validate_request"]
 
-_FIELDS = tuple(f.name for f in attrs.fields(CreateChatCompletionRequest) if f.init)
+_FIELDS = tuple(
+    f.name for f in attrs.fields(CreateChatCompletionRequest) if f.init and f.name != "extra"
+)
 _CONTENT_REQUIRED = frozenset({"developer", "system", "user", "tool"})
 
 # (minimum, maximum) for numeric parameters, from the OpenAPI schema.

@@ -292,6 +292,7 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
 
 
 _TITLE = re.compile(rb"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
+_HTML = re.compile(rb"<\s*(?:!doctype|html|head|body|div|p|h[1-6]|center|pre|span)\b", re.I)
 _TAGS = re.compile(r"<[^>]+>")
 _SPACE = re.compile(r"\s+")
 
@@ -302,7 +303,7 @@ def text_snippet(raw: bytes, limit: int = _SNIPPET_CHARS) -> str:
     text = raw.decode("utf-8", "replace")
     if title is not None:
         text = title.group(1).decode("utf-8", "replace")
-    elif "<" in text and ">" in text:
+    elif _HTML.search(raw) is not None:
         text = _TAGS.sub(" ", text)
     text = _SPACE.sub(" ", text).strip()
     if len(text) > limit:

@@ -465,51 +465,62 @@ class CreateChatCompletionRequest(Model):
     extra_query: dict[str, str] | None = None
 
 
-class ChatCompletionParams(TypedDict, total=False):
-    """The keyword arguments of ``create()``/``stream()``: the fields of
-    :class:`CreateChatCompletionRequest` (``stream`` is its own argument)."""
-
-    model: Required[str]
-    messages: Required[Sequence[Message]]
-    audio: dict[str, Any] | None
-    frequency_penalty: float | None
-    function_call: str | dict[str, Any] | None
-    functions: list[FunctionDefinition | dict[str, Any]] | None
-    logit_bias: dict[str, int] | None
-    logprobs: bool | None
-    max_completion_tokens: int | None
-    max_tokens: int | None
-    metadata: dict[str, str] | None
-    modalities: list[Literal["text", "audio"] | str] | None
-    moderation: dict[str, Any] | None
-    n: int | None
-    parallel_tool_calls: bool | None
-    prediction: dict[str, Any] | None
-    presence_penalty: float | None
-    prompt_cache_key: str | None
-    prompt_cache_options: dict[str, Any] | None
-    prompt_cache_retention: Literal["in_memory", "24h"] | str | None
-    reasoning_effort: (
-        Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"] | str | None
-    )
-    response_format: ResponseFormat | dict[str, Any] | None
-    safety_identifier: str | None
-    seed: int | None
-    service_tier: Literal["auto", "default", "flex", "scale", "priority", "fast"] | str | None
-    stop: str | list[str] | None
-    store: bool | None
-    stream_options: StreamOptions | dict[str, Any] | None
-    temperature: float | None
-    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | dict[str, Any] | None
-    tools: list[ChatCompletionTool | CustomTool | dict[str, Any]] | None
-    top_logprobs: int | None
-    top_p: float | None
-    user: str | None
-    verbosity: Literal["low", "medium", "high"] | str | None
-    web_search_options: dict[str, Any] | None
-    extra_body: dict[str, Any] | None
-    extra_headers: dict[str, str] | None
-    extra_query: dict[str, str] | None
+# Functional form on purpose: the values are evaluated at runtime even under
+# ``from __future__ import annotations``, so ``Required`` shows in ``__required_keys__``.
+ChatCompletionParams = TypedDict(  # noqa: UP013
+    "ChatCompletionParams",
+    {
+        "model": Required[str],
+        "messages": Required[Sequence[Message]],
+        "audio": dict[str, Any] | None,
+        "frequency_penalty": float | None,
+        "function_call": str | dict[str, Any] | None,
+        "functions": list[FunctionDefinition | dict[str, Any]] | None,
+        "logit_bias": dict[str, int] | None,
+        "logprobs": bool | None,
+        "max_completion_tokens": int | None,
+        "max_tokens": int | None,
+        "metadata": dict[str, str] | None,
+        "modalities": list[Literal["text", "audio"] | str] | None,
+        "moderation": dict[str, Any] | None,
+        "n": int | None,
+        "parallel_tool_calls": bool | None,
+        "prediction": dict[str, Any] | None,
+        "presence_penalty": float | None,
+        "prompt_cache_key": str | None,
+        "prompt_cache_options": dict[str, Any] | None,
+        "prompt_cache_retention": Literal["in_memory", "24h"] | str | None,
+        "reasoning_effort": Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"]
+        | str
+        | None,
+        "response_format": ResponseFormat | dict[str, Any] | None,
+        "safety_identifier": str | None,
+        "seed": int | None,
+        "service_tier": Literal["auto", "default", "flex", "scale", "priority", "fast"]
+        | str
+        | None,
+        "stop": str | list[str] | None,
+        "store": bool | None,
+        "stream_options": StreamOptions | dict[str, Any] | None,
+        "temperature": float | None,
+        "tool_choice": Literal["none", "auto", "required"]
+        | NamedToolChoice
+        | dict[str, Any]
+        | None,
+        "tools": list[ChatCompletionTool | CustomTool | dict[str, Any]] | None,
+        "top_logprobs": int | None,
+        "top_p": float | None,
+        "user": str | None,
+        "verbosity": Literal["low", "medium", "high"] | str | None,
+        "web_search_options": dict[str, Any] | None,
+        "extra_body": dict[str, Any] | None,
+        "extra_headers": dict[str, str] | None,
+        "extra_query": dict[str, str] | None,
+    },
+    total=False,
+)
+ChatCompletionParams.__doc__ = """The keyword arguments of ``create()``/``stream()``: the fields of
+:class:`CreateChatCompletionRequest` (``stream`` is its own argument)."""
 
 
 # ---------------------------------------------------------------- response

@@ -284,13 +284,6 @@ def test_a_frame_of_the_wrong_shape_raises_a_validation_error(payload: Any) -> N
     assert json.loads(info.value.raw_body) == payload
 
 
-@pytest.mark.xfail(
-    raises=AttributeError,
-    strict=True,
-    reason="BUG: a null item in choices (or in delta.tool_calls) is kept as None by "
-    "_serde._list_plan; ChatCompletionAccumulator.add then does None.index and an "
-    "AttributeError escapes ChunkParser.feed instead of APIResponseValidationError",
-)
 @pytest.mark.parametrize(
     "payload",
     [

@@ -251,13 +251,6 @@ def test_long_html_page_is_truncated_in_the_message_but_kept_whole() -> None:
     assert error.raw_body == page
 
 
-@pytest.mark.xfail(
-    raises=AssertionError,
-    strict=True,
-    reason="BUG: errors.text_snippet strips anything between '<' and '>' from every non-JSON "
-    "body that contains both characters, not only from HTML, so 'max_tokens must be <= 4096 "
-    "and > 0' becomes 'max_tokens must be 0'",
-)
 @pytest.mark.parametrize(
     "text",
     [

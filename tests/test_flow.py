@@ -444,13 +444,6 @@ def test_parse_completion_reports_an_error_object_sent_with_200() -> None:
     assert "context too long" in str(info.value)
 
 
-@pytest.mark.xfail(
-    raises=AttributeError,
-    strict=True,
-    reason="BUG: _serde._list_plan keeps null list items, so choices: [null] parses into "
-    "[None] and CreateChatCompletionResponse.text raises AttributeError instead of the "
-    "parse raising APIResponseValidationError",
-)
 def test_parse_completion_null_choice_is_rejected_or_dropped() -> None:
     try:
         response = parse_completion(200, {}, b'{"choices": [null]}')
@@ -577,13 +570,6 @@ def test_call_flow_of_a_stream_does_not_read_the_body() -> None:
 BIG_ERROR_PAGE = b"<html><title>503 Service Unavailable</title>" + b"x" * (2 << 20) + b"</html>"
 
 
-@pytest.mark.xfail(
-    raises=BodyTooLargeError,
-    strict=True,
-    reason="BUG: _sync._read_body (and _async._read_body) catch only APIConnectionError, so "
-    "the BodyTooLargeError raised for an error body over the 1 MiB ReadBody limit escapes "
-    "the driver instead of being answered to the flow (which would report the 503)",
-)
 def test_sync_driver_reports_the_status_of_a_huge_error_page() -> None:
     from chatlib._sync import SyncChat
     from chatlib._transport import FakeResponse, FakeTransport
@@ -597,11 +583,6 @@ def test_sync_driver_reports_the_status_of_a_huge_error_page() -> None:
     assert info.value.status_code == 503
 
 
-@pytest.mark.xfail(
-    raises=BodyTooLargeError,
-    strict=True,
-    reason="BUG: same as the sync driver, in _async._read_body",
-)
 async def test_async_driver_reports_the_status_of_a_huge_error_page() -> None:
     from chatlib._async import AsyncChat
     from chatlib._transport import FakeResponse, FakeTransport

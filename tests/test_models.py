@@ -460,12 +460,6 @@ def test_parsed_model_remembers_explicit_nulls_and_absent_fields() -> None:
     assert message.to_dict() == {"role": "assistant", "content": None}
 
 
-@pytest.mark.xfail(
-    raises=AssertionError,
-    strict=True,
-    reason="BUG: _serde structure sets _fields_set = frozenset(d), so unknown keys (x_groq) "
-    "appear in .fields_set, whose doc says 'names of the declared fields'",
-)
 def test_fields_set_of_a_parsed_model_lists_only_declared_fields() -> None:
     chunk = CreateChatCompletionChunk.from_dict(GROQ_LAST_CHUNK)
     assert "x_groq" not in chunk.fields_set
@@ -965,13 +959,6 @@ def test_params_typeddict_keys_match_the_request_fields() -> None:
     assert keys == _request_init_fields() - {"stream", "extra"}
 
 
-@pytest.mark.xfail(
-    raises=AssertionError,
-    strict=True,
-    reason="BUG: models.py uses `from __future__ import annotations`, so Required[str] in "
-    "ChatCompletionParams is a string at runtime and model/messages land in "
-    "__optional_keys__ (__required_keys__ is empty)",
-)
 def test_params_typeddict_marks_model_and_messages_required() -> None:
     assert ChatCompletionParams.__required_keys__ == {"model", "messages"}
 

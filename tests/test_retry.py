@@ -132,13 +132,6 @@ def test_unusable_server_delay_falls_back_to_backoff(headers: dict[str, str]) ->
     assert POLICY.delay(2, headers, now=NOW, rand=0.0) == POLICY.initial_delay * 4
 
 
-@pytest.mark.xfail(
-    raises=ValueError,
-    strict=True,
-    reason="BUG: _retry._server_delay lets ValueError from email.utils.mktime_tz escape "
-    "for an HTTP-date whose year is out of range (e.g. 99999), instead of falling back to "
-    "backoff; the ValueError would escape request_flow as a non-chatlib exception",
-)
 def test_out_of_range_http_date_falls_back_to_backoff() -> None:
     headers = {"retry-after": "Mon, 01 Jan 99999 00:00:00 GMT"}
     assert POLICY.delay(0, headers, now=NOW, rand=0.0) == POLICY.initial_delay

@@ -185,25 +185,12 @@ def test_unserialisable_value_is_rejected_before_sending() -> None:
         plan(model="m", messages=[USER], metadata={"when": object()})
 
 
-@pytest.mark.xfail(
-    raises=AssertionError,
-    strict=True,
-    reason="BUG: _core.build_request reports a JSON-encoding failure as field 'request', so "
-    "NaN in extra_body does not name extra_body",
-)
 def test_nan_in_extra_body_names_extra_body() -> None:
     with pytest.raises(InvalidArgumentError) as info:
         plan(model="m", messages=[USER], extra_body={"top_k": math.nan})
     assert info.value.field == "extra_body"
 
 
-@pytest.mark.xfail(
-    raises=pytest.fail.Exception,
-    strict=True,
-    reason="BUG?: _validate._FIELDS includes the attrs field 'extra', so check_param_names "
-    "accepts extra=... although it is neither in the create() signature nor in "
-    "ChatCompletionParams (its keys are silently merged into the body)",
-)
 def test_extra_is_not_a_keyword_argument() -> None:
     with pytest.raises(InvalidArgumentError) as info:
         plan(model="m", messages=[USER], extra={"top_k": 5})
