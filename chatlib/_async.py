@@ -11,7 +11,7 @@ import random
 import time
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Generator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Generator, Mapping
 from types import TracebackType
 from typing import Any, Literal, overload
 
@@ -22,7 +22,13 @@ from chatlib._config import ClientConfig, TimeoutLike, client_repr
 from chatlib._core import BodyCollector, Call, Command, HttpRequest, ReadBody, Send, plan_call
 from chatlib._params import with_request_signature
 from chatlib._transport import AsyncResponse, AsyncTransport
-from chatlib.errors import APIConnectionError, APIError, APITimeoutError, BodyTooLargeError
+from chatlib.errors import (
+    APIConnectionError,
+    APIError,
+    APITimeoutError,
+    BodyTooLargeError,
+    InvalidArgumentError,
+)
 from chatlib.models import (
     ChatCompletionParams,
     CreateChatCompletionChunk,
@@ -33,6 +39,7 @@ from chatlib.models import (
 __all__ = ["AiohttpTransport", "AsyncChat", "AsyncChatStream"]
 
 _DRAIN_LIMIT = 64 * 1024
+_INHERITED: list[aiohttp.ClientSession] = []  # sessions a forked child must never close
 
 
 def _translate(exc: BaseException, url: str) -> APIConnectionError:
@@ -97,16 +104,17 @@ class AiohttpTransport:
         self,
         session: aiohttp.ClientSession | None = None,
         *,
-        limit: int = 100,
+        pool_maxsize: int = 100,
         verify: bool | str = True,
     ) -> None:
         self._owns_session = session is None
         self._session = session
-        self._limit = limit
+        self._pool_maxsize = pool_maxsize
         self._verify = verify
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pid = os.getpid()
         self._proxy: str | bool | None = False  # False: not read yet
+        self._guard: _LoopShutdownGuard | None = None
 
     def _ssl(self) -> Any:
         if self._verify is True:
@@ -121,6 +129,13 @@ class AiohttpTransport:
         loop = asyncio.get_running_loop()
         if not self._owns_session:
             assert self._session is not None
+            if getattr(self._session, "_loop", loop) is not loop:
+                raise InvalidArgumentError(
+                    "session",
+                    "belongs to another event loop (one that is closed or not running here); "
+                    "an aiohttp session cannot move between loops: make one in this loop, or "
+                    "let AsyncChat make its own",
+                )
             return self._session
         stale = self._session is not None and (
             self._loop is not loop or self._pid != os.getpid() or self._session.closed
@@ -129,20 +144,29 @@ class AiohttpTransport:
             self._abandon()
         if self._session is None:
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self._limit, ssl=self._ssl()),
+                connector=aiohttp.TCPConnector(limit=self._pool_maxsize, ssl=self._ssl()),
                 timeout=aiohttp.ClientTimeout(total=None),
                 auto_decompress=True,
                 trust_env=False,
             )
             self._loop = loop
             self._pid = os.getpid()
+            self._guard = _LoopShutdownGuard(self._session)
         return self._session
 
     def _abandon(self) -> None:
         """Drop a session that belongs to another (closed) loop or process, quietly."""
         session = self._session
         self._session = None
+        guard, self._guard = self._guard, None
+        if guard is not None:
+            guard.disarm()
         if session is None:
+            return
+        if self._pid != os.getpid():
+            # A forked child shares the parent's sockets and its loop's epoll instance:
+            # closing them here would unregister them from the parent's loop. Keep them.
+            _INHERITED.append(session)
             return
         connector = session.connector
         session.detach()
@@ -170,6 +194,7 @@ class AiohttpTransport:
                     sock_read=timeout.read,
                 ),
                 proxy=self._proxy or None,
+                allow_redirects=False,  # the core follows redirects (credentials stay home)
             )
         except _FAILURES as exc:
             raise _translate(exc, request.url) from None
@@ -180,10 +205,46 @@ class AiohttpTransport:
         if not self._owns_session or self._session is None:
             return
         if self._loop is asyncio.get_running_loop():
+            guard, self._guard = self._guard, None
+            if guard is not None:
+                guard.disarm()
             await self._session.close()
             self._session = None
         else:
             self._abandon()
+
+
+class _LoopShutdownGuard:
+    """Closes a session when its loop shuts down its async generators, which ``asyncio.run``
+    does just before closing the loop: pooled sockets then close cleanly with their loop
+    instead of being reaped by the garbage collector with ResourceWarnings."""
+
+    __slots__ = ("_armed", "_watcher", "session")
+
+    def __init__(self, session: aiohttp.ClientSession) -> None:
+        self.session = session
+        self._armed = True
+        self._watcher = self._watch()
+        try:  # the first step registers the generator with the running loop
+            self._watcher.asend(None).send(None)
+        except StopIteration:
+            pass
+
+    async def _watch(self) -> AsyncGenerator[None, None]:
+        try:
+            yield
+        finally:
+            if self._armed and not self.session.closed:
+                await self.session.close()
+
+    def disarm(self) -> None:
+        """Finish the watcher without closing anything (the session is dealt with elsewhere)."""
+        self._armed = False
+        closing = self._watcher.aclose()
+        try:
+            closing.send(None)
+        except (StopIteration, RuntimeError):
+            pass
 
 
 async def _read_body(response: AsyncResponse, limit: int) -> bytes | APIError:
@@ -272,8 +333,8 @@ class AsyncChatStream(AsyncIterator[CreateChatCompletionChunk]):
             self._closed = True
             raise
         state = self._state
-        if state is None:
-            raise StopAsyncIteration
+        if state is None or self._closed:
+            raise StopAsyncIteration  # chunks parsed but not handed out before aclose() are dropped
         while not state.pending:
             if state.finished or self._closed:
                 await self.aclose()
@@ -288,11 +349,16 @@ class AsyncChatStream(AsyncIterator[CreateChatCompletionChunk]):
             except BaseException:
                 await self.aclose()
                 raise
-        chunk: CreateChatCompletionChunk = state.pending.popleft()
+        chunk: CreateChatCompletionChunk = state.take()
         return chunk
 
-    async def text_stream(self) -> AsyncIterator[str]:
-        """The text of the first choice, piece by piece (empty pieces skipped)."""
+    @property
+    def text_stream(self) -> AsyncIterator[str]:
+        """The text of the first choice, piece by piece (empty pieces skipped):
+        ``async for text in stream.text_stream``."""
+        return self._texts()
+
+    async def _texts(self) -> AsyncIterator[str]:
         async for chunk in self:
             if chunk.text:
                 yield chunk.text
@@ -357,6 +423,28 @@ class AsyncChat:
     ``OPENAI_PROJECT_ID``. The aiohttp session is created lazily inside the running loop,
     so a client can be made at import time or in a notebook cell and used with top-level
     ``await``. Use ``async with AsyncChat() as chat:`` or call :meth:`aclose`.
+
+    Args:
+        api_key: The bearer key; default ``OPENAI_API_KEY``. Never shown, logged or pickled.
+        base_url: The API root, e.g. ``"http://127.0.0.1:8080/v1"``; default
+            ``OPENAI_BASE_URL``, else OpenAI's. A query string (Azure's ``?api-version=``)
+            is kept after the path.
+        organization: ``OpenAI-Organization`` header; default ``OPENAI_ORG_ID``.
+        project: ``OpenAI-Project`` header; default ``OPENAI_PROJECT_ID``.
+        timeout: A :class:`~chatlib.Timeout` or a number of seconds for all three limits;
+            default ``Timeout(connect=10, read=600, total=1800)``.
+        max_retries: Retries after the first attempt (default 2); see the retry policy.
+        default_headers: Headers sent with every request.
+        default_query: Query parameters sent with every request.
+        require_done: Raise :class:`~chatlib.errors.IncompleteStreamError` for a stream that
+            ends without ``data: [DONE]`` (default). ``False`` accepts such streams.
+        max_body_bytes: The largest non-streamed body accepted (default 64 MiB).
+        max_line_bytes: The largest line or event of a stream accepted (default 16 MiB).
+        session: Your own ``aiohttp.ClientSession`` (made in the loop you use it in);
+            chatlib uses it and never closes it.
+        transport: A custom transport (see the transports page); replaces ``session``.
+        pool_maxsize: Connections kept open to the server (default 100).
+        verify: TLS verification: ``True`` (default), ``False``, or a CA bundle path.
     """
 
     def __init__(
@@ -371,9 +459,11 @@ class AsyncChat:
         default_headers: Mapping[str, str] | None = None,
         default_query: Mapping[str, str] | None = None,
         require_done: bool = True,
+        max_body_bytes: int | None = None,
+        max_line_bytes: int | None = None,
         session: aiohttp.ClientSession | None = None,
         transport: AsyncTransport | None = None,
-        limit: int = 100,
+        pool_maxsize: int = 100,
         verify: bool | str = True,
     ) -> None:
         self._config = ClientConfig.resolve(
@@ -386,13 +476,15 @@ class AsyncChat:
             default_headers=default_headers,
             default_query=default_query,
             require_done=require_done,
+            max_body_bytes=max_body_bytes,
+            max_line_bytes=max_line_bytes,
         )
-        self._transport_options: dict[str, Any] = {"limit": limit, "verify": verify}
+        self._transport_options: dict[str, Any] = {"pool_maxsize": pool_maxsize, "verify": verify}
         self._custom_transport = transport is not None or session is not None
         self._transport: AsyncTransport = (
             transport
             if transport is not None
-            else AiohttpTransport(session, limit=limit, verify=verify)
+            else AiohttpTransport(session, pool_maxsize=pool_maxsize, verify=verify)
         )
         self._owns_transport = transport is None
 

@@ -93,6 +93,14 @@ class Timeout:
 TimeoutLike = Union[float, Timeout]
 
 
+def _byte_limit(name: str, value: int | None, default: int) -> int:
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidArgumentError(name, f"must be a positive number of bytes, got {value!r}")
+    return value
+
+
 def _env(name: str) -> str | None:
     value = os.environ.get(name)
     return value if value else None
@@ -127,6 +135,8 @@ class ClientConfig:
         timeout: TimeoutLike | None = None,
         max_retries: int | None = None,
         require_done: bool = True,
+        max_body_bytes: int | None = None,
+        max_line_bytes: int | None = None,
     ) -> ClientConfig:
         """Combine arguments with ``OPENAI_API_KEY``, ``OPENAI_BASE_URL``, ``OPENAI_ORG_ID``
         and ``OPENAI_PROJECT_ID``; arguments win.
@@ -161,6 +171,8 @@ class ClientConfig:
             timeout=Timeout() if timeout is None else Timeout.of(timeout),
             max_retries=retries,
             require_done=require_done,
+            max_body_bytes=_byte_limit("max_body_bytes", max_body_bytes, DEFAULT_MAX_BODY_BYTES),
+            max_line_bytes=_byte_limit("max_line_bytes", max_line_bytes, DEFAULT_MAX_LINE_BYTES),
         )
 
     def with_changes(

@@ -13,11 +13,11 @@ import platform
 from collections import deque
 from collections.abc import Callable, Generator, Mapping, Sequence
 from typing import Any, TypeVar, Union
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urljoin, urlsplit
 
 import attrs
 
-from chatlib import __version__
+from chatlib import __version__, _log
 from chatlib._accumulate import ChatCompletionAccumulator
 from chatlib._config import ClientConfig, Timeout, TimeoutLike
 from chatlib._retry import RetryPolicy
@@ -32,6 +32,7 @@ from chatlib.errors import (
     InvalidArgumentError,
     error_from_response,
     error_from_stream_payload,
+    text_snippet,
 )
 from chatlib.models import (
     ChatMessage,
@@ -57,6 +58,11 @@ _R = TypeVar("_R")
 _SECRET_HEADERS = frozenset({"authorization", "api-key", "x-api-key", "proxy-authorization"})
 _USER_AGENT = f"chatlib/{__version__} python/{platform.python_version()}"
 _ASSISTANT_RESPONSE_ONLY = ("annotations",)
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_MAX_REDIRECTS = 5
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+# Header names that may carry a credential; never sent to another origin after a redirect.
+_CREDENTIAL_MARKS = ("auth", "key", "token", "secret", "cookie", "session", "password")
 
 
 @attrs.frozen(repr=False)
@@ -332,9 +338,15 @@ def request_flow(
     """
     total = request.timeout.total
     deadline = None if total is None else clock() + total
+    debug = _log.debug_enabled()  # decided once per call: no logging work when off
+    started = 0.0
     attempt = 0
+    redirects = 0
     while True:
         timeout = _attempt_timeout(request.timeout, deadline, clock())
+        if debug:
+            _log.log_send(request, attempt)
+            started = clock()
         outcome = yield Send(attrs.evolve(request, timeout=timeout), attempt)
         headers: Mapping[str, str] = {}
         if isinstance(outcome, APIError):
@@ -343,11 +355,23 @@ def request_flow(
             response = outcome
             status: int = response.status_code
             headers = response.headers
+            location = _header(headers, "location") if status in _REDIRECTS else None
+            if location is not None and redirects < _MAX_REDIRECTS:
+                if debug:
+                    _log.log_outcome(request, attempt, clock() - started, outcome)
+                yield ReadBody(response, 64 * 1024)  # drained, so the connection is reused
+                request = follow_redirect(request, status, location)
+                redirects += 1
+                continue  # a redirect is not a retry: same attempt, same budget
             if 200 <= status < 300:
                 if parse is None:
+                    if debug:
+                        _log.log_outcome(request, attempt, clock() - started, outcome)
                     return response
                 body = yield ReadBody(response, max_body_bytes)
                 if not isinstance(body, APIError):
+                    if debug:
+                        _log.log_outcome(request, attempt, clock() - started, outcome)
                     return parse(status, headers, body)
                 error = body
             else:
@@ -355,13 +379,48 @@ def request_flow(
                 if isinstance(body, APIError):
                     body = b""
                 error = error_from_response(status, headers, body)
+        if debug:
+            _log.log_outcome(request, attempt, clock() - started, outcome, error)
         if attempt >= policy.max_retries or not policy.is_retryable(error, headers):
             raise error
         delay = policy.delay(attempt, headers, now=wall_clock(), rand=rand())
         if deadline is not None and clock() + delay >= deadline:
             raise error
+        if debug:
+            _log.log_retry(request, attempt, delay, error)
         yield Sleep(delay)
         attempt += 1
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    return scheme, (parts.hostname or "").lower(), parts.port or _DEFAULT_PORTS.get(scheme)
+
+
+def _is_credential(name: str) -> bool:
+    lowered = name.lower()
+    return lowered != "idempotency-key" and any(mark in lowered for mark in _CREDENTIAL_MARKS)
+
+
+def follow_redirect(request: HttpRequest, status: int, location: str) -> HttpRequest:
+    """The request to send after a ``status`` redirect to ``location``.
+
+    As browsers, ``requests`` and ``aiohttp`` do: 307/308 repeat the request as it was;
+    301/302 turn a POST, and 303 anything, into a body-less GET. Unlike those two
+    libraries, every header that may carry a credential (``Authorization``, ``api-key``,
+    ``x-api-key``, cookies, any ``*token*``/``*secret*`` header) is dropped when the new URL
+    is on another origin (scheme, host or port), not just ``Authorization``.
+    """
+    url = urljoin(request.url, location)
+    headers = dict(request.headers)
+    if _origin(url) != _origin(request.url):
+        headers = {name: value for name, value in headers.items() if not _is_credential(name)}
+    method, body = request.method, request.body
+    if status == 303 or (status in (301, 302) and method == "POST"):
+        method, body = "GET", None
+        headers = {k: v for k, v in headers.items() if k.lower() != "content-type"}
+    return attrs.evolve(request, method=method, url=url, headers=headers, body=body)
 
 
 # ---------------------------------------------------------------- streams
@@ -373,11 +432,17 @@ class ChunkParser:
     Stops at ``data: [DONE]``; raises the matching chatlib error for an in-stream error, a
     frame that is not JSON (keeping the raw frame), or (``require_done``) a stream that ends
     without ``[DONE]``. A JSON body where a stream was expected (an error answered with 200)
-    is recognised and reported too. Every chunk is also folded into :attr:`accumulator`.
+    is recognised and reported too. Every chunk is also folded into :attr:`accumulator`
+    (unless ``accumulate=False``: a stream object folds chunks in as it hands them out).
     """
 
     def __init__(
-        self, *, request_id: str | None, max_line_bytes: int, require_done: bool = True
+        self,
+        *,
+        request_id: str | None,
+        max_line_bytes: int,
+        require_done: bool = True,
+        accumulate: bool = True,
     ) -> None:
         self._decoder = SSEDecoder(max_line_bytes=max_line_bytes)
         self._request_id = request_id
@@ -388,6 +453,7 @@ class ChunkParser:
         self._events_seen = 0
         self.done = False
         self.accumulator = ChatCompletionAccumulator()
+        self._accumulate = accumulate
 
     @property
     def request_id(self) -> str | None:
@@ -403,7 +469,7 @@ class ChunkParser:
             if not stripped:
                 return []
             self._started = True
-            if stripped[:1] in (b"{", b"["):
+            if stripped[:1] in (b"{", b"[", b"<"):  # a JSON body or an HTML page, not SSE
                 self._json_body = bytearray()
         if self._json_body is not None:
             self._json_body += data
@@ -458,7 +524,8 @@ class ChunkParser:
                 body=payload,
                 request_id=self._request_id,
             ) from None
-        self.accumulator.add(chunk)
+        if self._accumulate:
+            self.accumulator.add(chunk)
         return chunk
 
     def finish(self) -> list[CreateChatCompletionChunk]:
@@ -467,6 +534,13 @@ class ChunkParser:
             return []
         if self._json_body is not None:
             raw = bytes(self._json_body)
+            if raw.lstrip()[:1] == b"<":
+                raise APIResponseValidationError(
+                    f"expected an event stream, got an HTML page: {text_snippet(raw)!r}; "
+                    "raw body kept in .raw_body",
+                    raw_body=raw,
+                    request_id=self._request_id,
+                )
             try:
                 payload = json.loads(raw)
             except ValueError:
@@ -503,7 +577,15 @@ class StreamState:
     """Everything a stream object knows, minus its I/O: the parser, the queue of chunks not
     yet handed out, the total deadline. The sync and async streams only move bytes into it."""
 
-    __slots__ = ("_clock", "_deadline", "finished", "parser", "pending", "response_headers")
+    __slots__ = (
+        "_accumulator",
+        "_clock",
+        "_deadline",
+        "finished",
+        "parser",
+        "pending",
+        "response_headers",
+    )
 
     def __init__(
         self,
@@ -519,6 +601,7 @@ class StreamState:
         self.response_headers = response_headers
         self._clock = clock
         self._deadline = None if timeout.total is None else clock() + timeout.total
+        self._accumulator = ChatCompletionAccumulator()
 
     def on_bytes(self, data: bytes) -> None:
         """Feed body bytes; raises for a broken stream or a passed deadline."""
@@ -528,6 +611,12 @@ class StreamState:
         if self.parser.done:
             self.finished = True
 
+    def take(self) -> CreateChatCompletionChunk:
+        """The next pending chunk, folded into :attr:`accumulated` as it is handed out."""
+        chunk = self.pending.popleft()
+        self._accumulator.add(chunk)
+        return chunk
+
     def on_eof(self) -> None:
         """The body ended; raises if that means the answer is incomplete."""
         self.pending.extend(self.parser.finish())
@@ -535,8 +624,8 @@ class StreamState:
 
     @property
     def accumulated(self) -> CreateChatCompletionResponse:
-        """What the stream has delivered so far, merged into one completion."""
-        return self.parser.accumulator.result()
+        """The chunks handed out so far, merged into one completion."""
+        return self._accumulator.result()
 
 
 # ---------------------------------------------------------------- one call, start to stream
@@ -576,6 +665,7 @@ class Call:
             request_id=request_id_of(response_headers),
             max_line_bytes=self.config.max_line_bytes,
             require_done=self.config.require_done,
+            accumulate=False,
         )
         return StreamState(
             parser,

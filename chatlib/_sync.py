@@ -180,6 +180,7 @@ class RequestsTransport:
                 stream=True,
                 timeout=(timeout.connect, timeout.read),
                 proxies=proxies or None,
+                allow_redirects=False,  # the core follows redirects (credentials stay home)
                 verify=verify,
             )
         except _FAILURES as exc:
@@ -191,6 +192,15 @@ class RequestsTransport:
     def close(self) -> None:
         """Close the pool (a session passed in by the caller is left open)."""
         if self._owns_session:
+            # urllib3 2 only forgets its pools on clear() and closes them when collected: an
+            # exception or response still referenced would keep their sockets open. Close now.
+            for adapter in set(self._session.adapters.values()):
+                manager = getattr(adapter, "poolmanager", None)
+                pools: Any = getattr(manager, "pools", None) or {}
+                for key in list(pools.keys()):
+                    pool = pools.get(key)
+                    if pool is not None:
+                        pool.close()
             self._session.close()
 
 
@@ -261,6 +271,8 @@ class ChatStream(Iterator[CreateChatCompletionChunk]):
         return self
 
     def __next__(self) -> CreateChatCompletionChunk:
+        if self._closed:
+            raise StopIteration  # chunks parsed but not handed out before close() are dropped
         state = self._state
         while not state.pending:
             if state.finished or self._closed:
@@ -275,7 +287,7 @@ class ChatStream(Iterator[CreateChatCompletionChunk]):
             except BaseException:
                 self.close()
                 raise
-        return state.pending.popleft()
+        return state.take()
 
     @property
     def text_stream(self) -> Iterator[str]:
@@ -328,6 +340,27 @@ class SyncChat:
     ``SyncChat()`` reads ``OPENAI_API_KEY``, ``OPENAI_BASE_URL``, ``OPENAI_ORG_ID`` and
     ``OPENAI_PROJECT_ID``. With ``base_url`` pointing at your own server no key is needed.
     Safe to use from a Jupyter cell (no event loop involved) and from several threads.
+
+    Args:
+        api_key: The bearer key; default ``OPENAI_API_KEY``. Never shown, logged or pickled.
+        base_url: The API root, e.g. ``"http://127.0.0.1:8080/v1"``; default
+            ``OPENAI_BASE_URL``, else OpenAI's. A query string (Azure's ``?api-version=``)
+            is kept after the path.
+        organization: ``OpenAI-Organization`` header; default ``OPENAI_ORG_ID``.
+        project: ``OpenAI-Project`` header; default ``OPENAI_PROJECT_ID``.
+        timeout: A :class:`~chatlib.Timeout` or a number of seconds for all three limits;
+            default ``Timeout(connect=10, read=600, total=1800)``.
+        max_retries: Retries after the first attempt (default 2); see the retry policy.
+        default_headers: Headers sent with every request.
+        default_query: Query parameters sent with every request.
+        require_done: Raise :class:`~chatlib.errors.IncompleteStreamError` for a stream that
+            ends without ``data: [DONE]`` (default). ``False`` accepts such streams.
+        max_body_bytes: The largest non-streamed body accepted (default 64 MiB).
+        max_line_bytes: The largest line or event of a stream accepted (default 16 MiB).
+        session: Your own ``requests.Session``; chatlib uses it and never closes it.
+        transport: A custom transport (see the transports page); replaces ``session``.
+        pool_maxsize: Connections kept open to the server (default 10).
+        verify: TLS verification: ``True`` (default), ``False``, or a CA bundle path.
     """
 
     def __init__(
@@ -342,6 +375,8 @@ class SyncChat:
         default_headers: Mapping[str, str] | None = None,
         default_query: Mapping[str, str] | None = None,
         require_done: bool = True,
+        max_body_bytes: int | None = None,
+        max_line_bytes: int | None = None,
         session: requests.Session | None = None,
         transport: SyncTransport | None = None,
         pool_maxsize: int = 10,
@@ -357,6 +392,8 @@ class SyncChat:
             default_headers=default_headers,
             default_query=default_query,
             require_done=require_done,
+            max_body_bytes=max_body_bytes,
+            max_line_bytes=max_line_bytes,
         )
         self._transport_options: dict[str, Any] = {"pool_maxsize": pool_maxsize, "verify": verify}
         self._custom_transport = transport is not None or session is not None

@@ -150,7 +150,7 @@ class APIStatusError(APIError):
 
     Attributes:
         status_code: the HTTP status (for an in-stream error: the status the error names, else 200).
-        headers: the response headers.
+        headers: the response headers, names lower-cased.
         request_id: the ``x-request-id`` header, when the server sent one.
         type, code, param: the server's error fields, when it sent them.
     """
@@ -171,7 +171,8 @@ class APIStatusError(APIError):
     ) -> None:
         super().__init__(message, body=body, raw_body=raw_body)
         self.status_code = status_code
-        self.headers: dict[str, str] = dict(headers or {})
+        # Lower-cased names: the same lookups work whichever transport delivered them.
+        self.headers: dict[str, str] = {k.lower(): v for k, v in (headers or {}).items()}
         self.type = error_type
         self.code = code
         self.param = param

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
@@ -175,3 +176,112 @@ def facade(request: pytest.FixtureRequest) -> Iterator[FacadeDriver]:
 def open_fds() -> int:
     """How many file descriptors this process has open (Linux)."""
     return len(os.listdir("/proc/self/fd"))
+
+
+# ---------------------------------------------------------------- the OpenAPI request schema
+
+
+def _openapi_nullable(node: Any) -> Any:
+    """OpenAPI 3.0's ``nullable: true`` (still used in the document) as JSON Schema."""
+    if isinstance(node, list):
+        return [_openapi_nullable(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    converted = {k: _openapi_nullable(v) for k, v in node.items() if k != "nullable"}
+    if node.get("nullable") is True:
+        return {"anyOf": [{"type": "null"}, converted]}
+    return converted
+
+
+@pytest.fixture(scope="session")
+def chat_request_validator() -> Any:
+    """A jsonschema validator for ``CreateChatCompletionRequest`` of the bundled OpenAPI
+    document (tests/data/chat-completions.json): ``validator.validate(body)``."""
+    import json
+    from pathlib import Path
+
+    import jsonschema
+    from referencing import Registry, Resource
+    from referencing.jsonschema import DRAFT202012
+
+    path = Path(__file__).parent / "data" / "chat-completions.json"
+    document = _openapi_nullable(json.loads(path.read_text()))
+    uri = "urn:openai:chat-completions"
+    registry: Registry[Any] = Registry().with_resource(
+        uri, Resource.from_contents(document, default_specification=DRAFT202012)
+    )
+    schema = {"$ref": f"{uri}#/components/schemas/CreateChatCompletionRequest"}
+    return jsonschema.Draft202012Validator(schema, registry=registry)
+
+
+# ---------------------------------------------------------------- custom loopback servers
+
+
+class AppServer:
+    """One ``aiohttp.web`` handler served on loopback from a background thread, for answers
+    LocalServer cannot script (redirects, TLS) or facts it does not record (the client's port).
+
+    Every request is recorded in :attr:`seen` as a dict: ``method``, ``path``, ``headers``
+    (names lower-cased), ``body`` and ``peer_port``, before ``handler`` answers it.
+    """
+
+    def __init__(self, handler: Callable[[Any], Awaitable[Any]], *, ssl_context: Any = None):
+        from aiohttp import web
+
+        self.seen: list[dict[str, Any]] = []
+
+        async def record(request: web.Request) -> web.StreamResponse:
+            peer = request.transport.get_extra_info("peername") if request.transport else None
+            self.seen.append(
+                {
+                    "method": request.method,
+                    "path": request.path,
+                    "headers": {k.lower(): v for k, v in request.headers.items()},
+                    "body": await request.read(),
+                    "peer_port": peer[1] if peer else None,
+                }
+            )
+            return await handler(request)  # type: ignore[no-any-return]
+
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", record)
+        self._loop = asyncio.new_event_loop()
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.25)
+        self._loop.run_until_complete(self._runner.setup())
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=ssl_context)
+        self._loop.run_until_complete(site.start())
+        port = self._runner.addresses[0][1]
+        self.origin = f"{'https' if ssl_context else 'http'}://127.0.0.1:{port}"
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        async def close() -> None:
+            server = self._runner.server
+            for handler in server.connections if server is not None else []:
+                if handler.transport is not None:
+                    handler.transport.abort()  # no TLS goodbye: the client may not answer
+            await self._runner.cleanup()
+            for _ in range(5):  # let the aborted transports close their sockets
+                await asyncio.sleep(0)
+
+        asyncio.run_coroutine_threadsafe(close(), self._loop).result(5)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+        self._loop.close()
+
+
+@pytest.fixture
+def app_server() -> Iterator[Callable[..., AppServer]]:
+    """``app_server(handler, ssl_context=None)`` starts an :class:`AppServer`; all are stopped
+    at teardown."""
+    servers: list[AppServer] = []
+
+    def start(handler: Callable[[Any], Awaitable[Any]], **kwargs: Any) -> AppServer:
+        server = AppServer(handler, **kwargs)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()

@@ -27,6 +27,7 @@ from chatlib.errors import (
     APIConnectionError,
     APIError,
     APIResponseValidationError,
+    APIStatusError,
     APITimeoutError,
     BadRequestError,
     BodyTooLargeError,
@@ -594,3 +595,64 @@ async def test_async_driver_reports_the_status_of_a_huge_error_page() -> None:
         with pytest.raises(InternalServerError) as info:
             await chat.create(model="m", messages=[USER])
     assert info.value.status_code == 503
+
+
+# ---------------------------------------------------------------- redirects
+
+
+def test_a_same_origin_redirect_is_followed_with_the_key_and_is_not_a_retry() -> None:
+    keyed = make_request()
+    keyed = attrs.evolve(keyed, headers={**keyed.headers, "Authorization": "Bearer sk-1"})
+    run = drive(
+        make_flow(keyed),
+        [Resp(307, {"Location": "/v2/chat/completions"}), Resp(200, body=COMPLETION)],
+    )
+    assert run.result.text == "Hello"
+    first, second = run.sends
+    assert second.request.url == "http://127.0.0.1:9/v2/chat/completions"
+    assert second.request.method == "POST" and second.request.body == first.request.body
+    assert second.request.headers["Authorization"] == first.request.headers["Authorization"]
+    assert second.attempt == first.attempt == 0
+    assert run.sleeps == []
+
+
+@pytest.mark.parametrize(
+    "location", ["http://127.0.0.1:10/v1/chat/completions", "https://127.0.0.1:9/x", "//evil/x"]
+)
+def test_a_redirect_to_another_origin_drops_every_credential_header(location: str) -> None:
+    request = attrs.evolve(
+        make_request(),
+        headers={
+            **make_request().headers,
+            "api-key": "azure-secret",
+            "X-Api-Token": "t",
+            "Cookie": "s=1",
+        },
+    )
+    run = drive(make_flow(request), [Resp(308, {"location": location}), Resp(200, body=COMPLETION)])
+    sent = run.sends[1].request
+    assert {name.lower() for name in sent.headers} == {
+        "content-type",
+        "accept",
+        "user-agent",
+        "idempotency-key",
+    }
+    assert sent.method == "POST" and sent.body == request.body
+
+
+@pytest.mark.parametrize(
+    ("status", "method"), [(301, "GET"), (302, "GET"), (303, "GET"), (307, "POST")]
+)
+def test_redirect_methods_follow_what_browsers_do(status: int, method: str) -> None:
+    run = drive(make_flow(), [Resp(status, {"Location": "/moved"}), Resp(200, body=COMPLETION)])
+    sent = run.sends[1].request
+    assert sent.method == method
+    assert (sent.body is None) == (method == "GET")
+
+
+def test_a_redirect_loop_stops_after_five_hops_with_the_redirect_status() -> None:
+    hops = [Resp(302 if i % 2 else 307, {"Location": f"/hop{i}"}) for i in range(6)]
+    run = drive(make_flow(policy=RetryPolicy(max_retries=0)), hops)
+    assert len(run.sends) == 6
+    assert isinstance(run.error, APIStatusError)
+    assert run.error.status_code in (302, 307)
