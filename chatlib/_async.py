@@ -338,6 +338,7 @@ class AsyncChatStream(AsyncIterator[CreateChatCompletionChunk]):
         while not state.pending:
             if state.finished or self._closed:
                 await self.aclose()
+                state.check()
                 raise StopAsyncIteration
             assert self._body is not None
             try:
@@ -377,7 +378,7 @@ class AsyncChatStream(AsyncIterator[CreateChatCompletionChunk]):
         if self._response is None:
             return
         try:
-            if self._state is not None and self._state.finished and self._body is not None:
+            if self._state is not None and self._state.parser.done and self._body is not None:
                 drained = 0
                 async for piece in self._body:
                     drained += len(piece)

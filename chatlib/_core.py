@@ -28,6 +28,7 @@ from chatlib.errors import (
     APIResponseValidationError,
     APITimeoutError,
     BodyTooLargeError,
+    ChatLibError,
     IncompleteStreamError,
     InvalidArgumentError,
     error_from_response,
@@ -462,12 +463,19 @@ class ChunkParser:
 
     def feed(self, data: bytes) -> list[CreateChatCompletionChunk]:
         """Chunks completed by ``data`` (none once ``[DONE]`` was seen)."""
+        out: deque[CreateChatCompletionChunk] = deque()
+        self.feed_into(data, out)
+        return list(out)
+
+    def feed_into(self, data: bytes, out: deque[CreateChatCompletionChunk]) -> None:
+        """Like :meth:`feed`, appending each chunk to ``out`` as it is made, so the chunks
+        that came before a failure in the same ``data`` are in ``out`` when it raises."""
         if self.done or not data:
-            return []
+            return
         if not self._started:
             stripped = data.lstrip()
             if not stripped:
-                return []
+                return
             self._started = True
             if stripped[:1] in (b"{", b"[", b"<"):  # a JSON body or an HTML page, not SSE
                 self._json_body = bytearray()
@@ -478,15 +486,13 @@ class ChunkParser:
                     "a JSON body where a stream was expected exceeds max_line_bytes",
                     raw_body=bytes(self._json_body[:1024]),
                 )
-            return []
-        chunks: list[CreateChatCompletionChunk] = []
+            return
         for event in self._decoder.feed(data):
             chunk = self._on_event(event.event, event.data)
             if chunk is not None:
-                chunks.append(chunk)
+                out.append(chunk)
             if self.done:
                 break
-        return chunks
 
     def _on_event(self, kind: str, data: str) -> CreateChatCompletionChunk | None:
         self._events_seen += 1
@@ -581,6 +587,7 @@ class StreamState:
         "_accumulator",
         "_clock",
         "_deadline",
+        "_failure",
         "finished",
         "parser",
         "pending",
@@ -602,14 +609,28 @@ class StreamState:
         self._clock = clock
         self._deadline = None if timeout.total is None else clock() + timeout.total
         self._accumulator = ChatCompletionAccumulator()
+        self._failure: ChatLibError | None = None
 
     def on_bytes(self, data: bytes) -> None:
         """Feed body bytes; raises for a broken stream or a passed deadline."""
         if self._deadline is not None and self._clock() > self._deadline:
             raise APITimeoutError("the stream outlived its total deadline (timeout.total)")
-        self.pending.extend(self.parser.feed(data))
+        try:
+            self.parser.feed_into(data, self.pending)
+        except ChatLibError as exc:
+            if not self.pending:
+                raise
+            self._failure = exc  # raised once the chunks that came before it are handed out
+            self.finished = True
+            return
         if self.parser.done:
             self.finished = True
+
+    def check(self) -> None:
+        """Raise the failure that was held back behind chunks already handed out, if any."""
+        if self._failure is not None:
+            failure, self._failure = self._failure, None
+            raise failure
 
     def take(self) -> CreateChatCompletionChunk:
         """The next pending chunk, folded into :attr:`accumulated` as it is handed out."""

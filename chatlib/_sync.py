@@ -277,6 +277,7 @@ class ChatStream(Iterator[CreateChatCompletionChunk]):
         while not state.pending:
             if state.finished or self._closed:
                 self.close()
+                state.check()
                 raise StopIteration
             try:
                 piece = next(self._body, None)
@@ -306,7 +307,7 @@ class ChatStream(Iterator[CreateChatCompletionChunk]):
             return
         self._closed = True
         try:
-            if self._state.finished:
+            if self._state.parser.done:  # a clean end: what follows [DONE] is tiny
                 drained = 0
                 for piece in self._body:
                     drained += len(piece)

@@ -26,8 +26,31 @@ Actions, consumed one per chat-completions request in FIFO order:
 * :class:`ErrorReply` - an OpenAI-shaped ``{"error": {...}}`` JSON error.
 * :class:`RawReply` - exactly the given bytes (HTML error pages, broken JSON, hand-made SSE...).
 * :class:`Disconnect` - drop the TCP connection before the headers, mid-body or mid-stream.
-* :class:`Stall` - send nothing for a while (before the headers, or mid-stream).
+* :class:`Stall` - send nothing for a while (before the headers, mid-body or mid-stream).
+* :class:`Trickle` - a body dribbled out a few bytes at a time, optionally forever.
 * :class:`InStreamError` - a 200 stream that breaks off with an ``error`` event.
+
+Scripting faults in your own tests: every failure a client has to survive is one action away.
+Enqueue as many actions as the attempts you expect, then assert on the outcome and on
+``len(server.requests)`` (how many attempts the client made)::
+
+    server.enqueue(ErrorReply(503), ErrorReply(503), Reply())  # succeeds on the 3rd attempt
+    server.enqueue(ErrorReply(429, headers={"retry-after": "1"}))  # asks for a 1 s wait
+    server.enqueue(ErrorReply(429, code="insufficient_quota", type="insufficient_quota"))
+    server.enqueue(ErrorReply(503, headers={"x-should-retry": "false"}))
+    server.enqueue(Disconnect())  # connection closed before any response byte
+    server.enqueue(Disconnect("mid_body"))  # a JSON body cut short
+    server.enqueue(Disconnect("mid_stream"))  # an SSE stream cut after two events
+    server.enqueue(Stall(5))  # silence before the headers: a read timeout
+    server.enqueue(Stall(5, stage="mid_stream"))  # silence after two events
+    server.enqueue(Trickle(size=1, interval=0.1))  # the echo reply, one byte every 100 ms
+    server.enqueue(Trickle(b": keep-alive\\n\\n", repeat=True))  # comments only, forever
+    server.enqueue(RawReply(body=b'{"choices": [', status=200))  # malformed JSON
+    server.enqueue(RawReply(502, body=b"<html>...</html>", content_type="text/html"))
+    # a stream that ends without data: [DONE]
+    server.enqueue(RawReply(body=b"data: {...}\\n\\n", content_type="text/event-stream"))
+    server.enqueue(RawReply(body=b"data: " + b"x" * 2**25 + b"\\n\\n"))  # an oversized line
+    server.enqueue(InStreamError({"message": "overloaded", "type": "server_error"}))
 
 Requests to any other path get an OpenAI-shaped 404, malformed JSON a 400; neither consumes a
 scripted action. Every request, on any path, is recorded in :attr:`LocalServer.requests`.
@@ -64,6 +87,7 @@ __all__ = [
     "RecordedRequest",
     "Reply",
     "Stall",
+    "Trickle",
 ]
 
 _CHAT_PATH: Final = "/v1/chat/completions"
@@ -257,23 +281,70 @@ class Stall:
 
     Attributes:
         seconds: How long to stay silent. Afterwards the connection is closed without a
-            response (``before_headers``) or dropped (``mid_stream``). Stopping the server
-            ends a stall at once.
-        stage: ``"before_headers"``: accept the request and send nothing. ``"mid_stream"``:
-            send 200 SSE headers and ``after``, then nothing.
-        after: The bytes sent before a ``mid_stream`` stall; empty (the default) means the
-            echo stream's first two SSE events.
+            response (``before_headers``) or dropped (``mid_body``, ``mid_stream``). Stopping
+            the server ends a stall at once.
+        stage: ``"before_headers"``: accept the request and send nothing. ``"mid_body"``:
+            send 200 ``application/json`` headers whose ``Content-Length`` promises more than
+            ``after``, then ``after``, then nothing. ``"mid_stream"``: send 200 SSE headers
+            and ``after``, then nothing.
+        after: The bytes sent before a ``mid_body`` or ``mid_stream`` stall; empty (the
+            default) means the first half of the JSON echo reply (``mid_body``), or the echo
+            stream's first two SSE events (``mid_stream``).
     """
 
     seconds: float
     _: KW_ONLY
-    stage: Literal["before_headers", "mid_stream"] = "before_headers"
+    stage: Literal["before_headers", "mid_body", "mid_stream"] = "before_headers"
     after: bytes = b""
 
     def __post_init__(self) -> None:
         _check_delay("seconds", self.seconds)
-        if self.stage not in ("before_headers", "mid_stream"):
+        if self.stage not in ("before_headers", "mid_body", "mid_stream"):
             raise ValueError(f"unknown Stall stage {self.stage!r}")
+
+
+@dataclass(frozen=True)
+class Trickle:
+    """A response whose body dribbles out ``size`` bytes every ``interval`` seconds.
+
+    Each piece arrives well within a client's read timeout, so only a total deadline (or a
+    size limit) ends the call: a slow-loris server, a proxy that sends nothing but keep-alive
+    comments, a line that never ends. The headers are sent at once; the body uses chunked
+    transfer encoding, every piece flushed separately.
+
+    Attributes:
+        body: The bytes to send. ``None`` (the default) means the echo reply, JSON or SSE as
+            the request asks.
+        size: Bytes per piece (at least 1).
+        interval: Seconds between two pieces.
+        repeat: Send ``body`` again and again, without end, until the client hangs up or the
+            server stops (``body`` must not be empty).
+        status: The HTTP status.
+        content_type: The ``Content-Type``; ``None`` (the default) means
+            ``text/event-stream`` when the request streams, else ``application/json``.
+        headers: Extra response headers. An ``x-request-id`` header is always added (unless
+            given here).
+    """
+
+    body: bytes | None = None
+    _: KW_ONLY
+    size: int = 1
+    interval: float = 0.1
+    repeat: bool = False
+    status: int = 200
+    content_type: str | None = None
+    headers: dict[str, str] | None = None
+
+    def __post_init__(self) -> None:
+        if not 100 <= self.status <= 599:
+            raise ValueError(f"status must be in 100..599, got {self.status!r}")
+        _check_delay("interval", self.interval)
+        if isinstance(self.size, bool) or not isinstance(self.size, int) or self.size < 1:
+            raise ValueError(f"size must be an int >= 1, got {self.size!r}")
+        if self.body is not None and not isinstance(self.body, bytes):
+            raise TypeError("Trickle.body must be bytes or None")
+        if self.repeat and self.body == b"":
+            raise ValueError("a repeated Trickle needs a non-empty body")
 
 
 @dataclass(frozen=True)
@@ -303,10 +374,10 @@ class InStreamError:
             raise ValueError(f"after_chunks must be >= 0, got {self.after_chunks!r}")
 
 
-Action: TypeAlias = Union[Reply, ErrorReply, RawReply, Disconnect, Stall, InStreamError]
+Action: TypeAlias = Union[Reply, ErrorReply, RawReply, Disconnect, Stall, Trickle, InStreamError]
 """Anything :meth:`LocalServer.enqueue` accepts."""
 
-_ACTION_TYPES: Final = (Reply, ErrorReply, RawReply, Disconnect, Stall, InStreamError)
+_ACTION_TYPES: Final = (Reply, ErrorReply, RawReply, Disconnect, Stall, Trickle, InStreamError)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1059,23 +1130,17 @@ class LocalServer:
         elif isinstance(action, Disconnect):
             if action.stage == "before_headers":
                 raise _Dropped
-            if action.stage == "mid_body":
-                if action.after:
-                    sent, declared = action.after, 2 * len(action.after) + 1
-                else:
-                    full = _dumps(_completion_body(call, Reply()))
-                    sent, declared = full[: len(full) // 2], len(full)
-                await self._begin(exchange, _JSON_CONTENT_TYPE, declared, sent)
-            else:
-                await self._begin(exchange, _SSE_CONTENT_TYPE, None, self._prefix(call, action))
+            await self._begin_partial(exchange, call, action)
             raise _Dropped
         elif isinstance(action, Stall):
             if action.stage == "before_headers":
                 await self._pause(action.seconds)
                 raise _Dropped(graceful=True)
-            await self._begin(exchange, _SSE_CONTENT_TYPE, None, self._prefix(call, action))
+            await self._begin_partial(exchange, call, action)
             await self._pause(action.seconds)
             raise _Dropped
+        elif isinstance(action, Trickle):
+            await self._trickle(exchange, call, action)
         else:
             events = _stream_events(call, Reply(), complete=False)[: action.after_chunks]
             error = action.error
@@ -1092,6 +1157,45 @@ class LocalServer:
                 content_type=_SSE_CONTENT_TYPE,
                 sized=False,
             )
+
+    async def _begin_partial(
+        self, exchange: _Exchange, call: _Call, action: Disconnect | Stall
+    ) -> None:
+        """Send 200 headers and the part of a body a ``mid_body``/``mid_stream`` fault sends."""
+        if action.stage == "mid_body":
+            if action.after:
+                sent, declared = action.after, 2 * len(action.after) + 1
+            else:
+                full = _dumps(_completion_body(call, Reply()))
+                sent, declared = full[: len(full) // 2], len(full)
+            await self._begin(exchange, _JSON_CONTENT_TYPE, declared, sent)
+        else:
+            await self._begin(exchange, _SSE_CONTENT_TYPE, None, self._prefix(call, action))
+
+    async def _trickle(self, exchange: _Exchange, call: _Call, action: Trickle) -> None:
+        body = action.body
+        if body is None:
+            if call.stream:
+                body = b"".join(_stream_events(call, Reply()))
+            else:
+                body = _dumps(_completion_body(call, Reply()))
+        content_type = action.content_type
+        if content_type is None:
+            content_type = _SSE_CONTENT_TYPE if call.stream else _JSON_CONTENT_TYPE
+        response = self._response(exchange, action.status, action.headers or {}, content_type)
+        await response.prepare(exchange.request)
+        await response.write(b"")  # aiohttp buffers the headers until the first write
+        await self._flush(exchange)
+        first = True
+        while True:
+            for start in range(0, len(body), action.size):
+                if not first:
+                    await self._pause(action.interval)
+                first = False
+                await self._write(exchange, response, body[start : start + action.size], flush=True)
+            if not action.repeat:
+                break
+        await response.write_eof()
 
     @staticmethod
     def _prefix(call: _Call, action: Disconnect | Stall) -> bytes:

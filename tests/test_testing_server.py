@@ -23,6 +23,7 @@ from chatlib.testing import (
     RecordedRequest,
     Reply,
     Stall,
+    Trickle,
 )
 
 REQUEST_ID = re.compile(r"^req_[0-9a-f]+$")
@@ -637,3 +638,96 @@ async def test_astop_with_a_stalled_stream_and_a_trickle_is_quick() -> None:
             with pytest.raises(aiohttp.ClientPayloadError):
                 await resp.read()
             resp.release()
+
+
+# ---------------------------------------------------------------- Trickle and Stall("mid_body")
+
+
+def test_trickle_sends_size_bytes_every_interval(server: LocalServer) -> None:
+    server.enqueue(Trickle(b"abcdefgh", size=3, interval=0.05, headers={"x-extra": "1"}))
+    started = time.monotonic()
+    with post(server, stream=True) as resp:
+        assert resp.status_code == 200
+        assert resp.headers["content-type"] == "application/json"
+        assert resp.headers["transfer-encoding"] == "chunked"
+        assert resp.headers["x-extra"] == "1"
+        assert REQUEST_ID.match(resp.headers["x-request-id"])
+        pieces = list(resp.iter_content(chunk_size=None))
+    assert pieces == [b"abc", b"def", b"gh"]
+    assert time.monotonic() - started >= 2 * 0.05
+
+
+def test_trickle_defaults_to_the_echo_reply_json_or_sse(server: LocalServer) -> None:
+    server.enqueue(Trickle(size=50, interval=0), Trickle(size=50, interval=0))
+    resp = post(server)
+    assert resp.headers["content-type"] == "application/json"
+    assert resp.json()["choices"][0]["message"]["content"] == "Echo: Hello world"
+    resp = post(server, body(stream=True))
+    assert resp.headers["content-type"].startswith("text/event-stream")
+    assert content_of(sse_chunks(resp.content)) == "Echo: Hello world"
+
+
+def test_trickle_status_and_content_type_are_as_given(server: LocalServer) -> None:
+    server.enqueue(Trickle(b"<html>busy</html>", size=4, status=503, content_type="text/html"))
+    resp = post(server)
+    assert resp.status_code == 503
+    assert resp.headers["content-type"] == "text/html"
+    assert resp.content == b"<html>busy</html>"
+
+
+def test_a_repeating_trickle_goes_on_until_the_client_hangs_up() -> None:
+    with LocalServer() as srv:
+        srv.enqueue(Trickle(b"ab", size=2, interval=0, repeat=True))
+        with post(srv, stream=True) as resp:
+            received = 0
+            for piece in resp.iter_content(chunk_size=None):
+                assert set(piece) <= set(b"ab")
+                received += len(piece)
+                if received > 100_000:
+                    break
+        assert received > 100_000
+        assert post(srv).json()["choices"][0]["message"]["content"] == "Echo: Hello world"
+        # A trickle that never ends does not hold up stop() either.
+        srv.enqueue(Trickle(b"x", interval=0.05, repeat=True))
+        with post(srv, stream=True) as resp:
+            assert resp.raw.read(2) == b"xx"
+            started = time.monotonic()
+            srv.stop()
+            assert time.monotonic() - started < 2
+            with pytest.raises(requests.RequestException):
+                resp.content  # noqa: B018
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"size": 0}, ValueError),
+        ({"size": 1.5}, ValueError),
+        ({"interval": -1}, ValueError),
+        ({"status": 99}, ValueError),
+        ({"body": b"", "repeat": True}, ValueError),
+        ({"body": "text"}, TypeError),
+    ],
+)
+def test_trickle_rejects_bad_settings(kwargs: dict[str, Any], error: type[Exception]) -> None:
+    with pytest.raises(error):
+        Trickle(**kwargs)
+
+
+def test_stall_mid_body_sends_half_a_json_body_then_silence(server: LocalServer) -> None:
+    server.enqueue(Stall(5, stage="mid_body"), Stall(5, stage="mid_body", after=b'{"id"'))
+    for expected_prefix in (b'{"id":"chatcmpl-', b'{"id"'):
+        with post(server, stream=True, timeout=(5, 0.3)) as resp:
+            assert resp.status_code == 200
+            assert resp.headers["content-type"] == "application/json"
+            declared = int(resp.headers["content-length"])
+            first = resp.raw.read(len(expected_prefix))
+            assert first == expected_prefix
+            assert declared > len(expected_prefix)
+            with pytest.raises(requests.ConnectionError, match="timed out"):
+                resp.content  # noqa: B018
+
+
+def test_stall_rejects_an_unknown_stage() -> None:
+    with pytest.raises(ValueError, match="unknown Stall stage"):
+        Stall(1, stage="mid_header")  # type: ignore[arg-type]
