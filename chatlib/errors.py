@@ -356,7 +356,9 @@ def _compose(
 ) -> str:
     reason = _REASONS.get(status, "")
     head = f"{status} {reason}".rstrip() if status else "stream error"
-    text = f"{head}: {server_message}" if server_message else head
+    # A proxy's page titled "502 Bad Gateway" adds nothing to the status line itself.
+    said = server_message if server_message and server_message != head else None
+    text = f"{head}: {said}" if said else head
     details = [f"{k}={v}" for k, v in (("type", err_type), ("code", code)) if v is not None]
     if request_id:
         details.append(f"request_id={request_id}")
