@@ -11,6 +11,7 @@ import random
 import time
 import urllib.request
 import uuid
+import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Generator, Mapping
 from types import TracebackType
 from typing import Any, Literal, overload
@@ -198,6 +199,8 @@ class AiohttpTransport:
             )
         except _FAILURES as exc:
             raise _translate(exc, request.url) from None
+        if self._guard is not None:
+            self._guard.responses.add(response)
         return _AiohttpResponse(response, request.url)
 
     async def aclose(self) -> None:
@@ -219,10 +222,13 @@ class _LoopShutdownGuard:
     does just before closing the loop: pooled sockets then close cleanly with their loop
     instead of being reaped by the garbage collector with ResourceWarnings."""
 
-    __slots__ = ("_armed", "_watcher", "session")
+    __slots__ = ("_armed", "_watcher", "responses", "session")
 
     def __init__(self, session: aiohttp.ClientSession) -> None:
         self.session = session
+        # Responses still open (streams not finished): released first, so their connections
+        # don't complain when collected after the loop is gone.
+        self.responses: weakref.WeakSet[aiohttp.ClientResponse] = weakref.WeakSet()
         self._armed = True
         self._watcher = self._watch()
         try:  # the first step registers the generator with the running loop
@@ -234,8 +240,11 @@ class _LoopShutdownGuard:
         try:
             yield
         finally:
-            if self._armed and not self.session.closed:
-                await self.session.close()
+            if self._armed:
+                for response in list(self.responses):
+                    response.close()
+                if not self.session.closed:
+                    await self.session.close()
 
     def disarm(self) -> None:
         """Finish the watcher without closing anything (the session is dealt with elsewhere)."""

@@ -501,10 +501,10 @@ class ChunkParser:
             return None
         if kind not in ("message", "error"):
             return None  # keep-alives and vendor events (``event: ping``) are not chunks
-        raw = data.encode("utf-8")
         try:
             payload = json.loads(data)
         except ValueError as exc:
+            raw = data.encode("utf-8")
             if kind == "error":
                 raise error_from_stream_payload(data, raw, request_id=self._request_id) from None
             raise APIResponseValidationError(
@@ -513,11 +513,12 @@ class ChunkParser:
                 request_id=self._request_id,
             ) from None
         if kind == "error" or (isinstance(payload, dict) and _is_error_object(payload)):
+            raw = data.encode("utf-8")
             raise error_from_stream_payload(payload, raw, request_id=self._request_id)
         if not isinstance(payload, dict):
             raise APIResponseValidationError(
                 f"a stream frame is not a JSON object: {data[:200]!r}",
-                raw_body=raw,
+                raw_body=data.encode("utf-8"),
                 body=payload,
                 request_id=self._request_id,
             )
@@ -526,7 +527,7 @@ class ChunkParser:
         except (ModelShapeError, TypeError, ValueError, AttributeError) as exc:
             raise APIResponseValidationError(
                 f"a stream frame does not have the shape of a chunk: {exc}",
-                raw_body=raw,
+                raw_body=data.encode("utf-8"),
                 body=payload,
                 request_id=self._request_id,
             ) from None

@@ -34,6 +34,16 @@ class _EmptyExtra(Mapping[str, Any]):
     def __len__(self) -> int:
         return 0
 
+    # Fast paths: Mapping's defaults go through a raised KeyError, on every chunk.
+    def get(self, key: str, default: Any = None) -> Any:
+        return default
+
+    def __contains__(self, key: object) -> bool:
+        return False
+
+    def __bool__(self) -> bool:
+        return False
+
     def __repr__(self) -> str:
         return "{}"
 

@@ -5,6 +5,8 @@ It moves bytes and time; every rule (building, retrying, parsing) is the core's.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
 import random
 import time
@@ -16,6 +18,8 @@ from typing import Any, Literal, overload
 import requests
 import requests.adapters
 import requests.utils
+import urllib3.connection
+import urllib3.connectionpool
 import urllib3.exceptions
 from typing_extensions import Self, Unpack
 
@@ -23,6 +27,7 @@ from chatlib._config import ClientConfig, TimeoutLike, client_repr
 from chatlib._core import BodyCollector, Call, Command, HttpRequest, ReadBody, Send, plan_call
 from chatlib._params import with_request_signature
 from chatlib._transport import SyncResponse, SyncTransport
+from chatlib._watchdog import watchdog
 from chatlib.errors import APIConnectionError, APIError, APITimeoutError, BodyTooLargeError
 from chatlib.models import (
     ChatCompletionParams,
@@ -115,6 +120,65 @@ class _RequestsResponse:
         self._response.close()
 
 
+# The deadline of the call being sent on this thread, for the connections below.
+_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "chatlib_deadline", default=None
+)
+
+
+@contextlib.contextmanager
+def _deadline_watch(sock: Any) -> Iterator[None]:
+    deadline = _DEADLINE.get()
+    if deadline is None or sock is None:
+        yield
+        return
+    watch = watchdog.watch(deadline, sock)
+    try:
+        yield
+    finally:
+        watchdog.cancel(watch)
+
+
+class _HTTPConnection(urllib3.connection.HTTPConnection):
+    """Waits for the response headers no longer than the call's total deadline."""
+
+    def getresponse(self) -> Any:
+        with _deadline_watch(self.sock):
+            return super().getresponse()
+
+
+class _HTTPSConnection(urllib3.connection.HTTPSConnection):
+    """Waits for the response headers no longer than the call's total deadline."""
+
+    def getresponse(self) -> Any:
+        with _deadline_watch(self.sock):
+            return super().getresponse()
+
+
+class _HTTPPool(urllib3.connectionpool.HTTPConnectionPool):
+    ConnectionCls = _HTTPConnection
+
+
+class _HTTPSPool(urllib3.connectionpool.HTTPSConnectionPool):
+    ConnectionCls = _HTTPSConnection
+
+
+_POOLS: dict[str, Any] = {"http": _HTTPPool, "https": _HTTPSPool}
+
+
+class _DeadlineAdapter(requests.adapters.HTTPAdapter):
+    """An adapter whose connections honour ``timeout.total`` while headers trickle in."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = _POOLS
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        manager.pool_classes_by_scheme = _POOLS
+        return manager
+
+
 class RequestsTransport:
     """The default sync transport: a ``requests.Session`` with its own connection pool.
 
@@ -140,7 +204,7 @@ class RequestsTransport:
     def _new_session(self) -> requests.Session:
         session = requests.Session()
         session.trust_env = False  # environment read once below; and no .netrc over our key
-        adapter = requests.adapters.HTTPAdapter(
+        adapter = _DeadlineAdapter(
             pool_connections=1, pool_maxsize=self._pool_maxsize, max_retries=0
         )
         session.mount("https://", adapter)
@@ -153,16 +217,18 @@ class RequestsTransport:
             self._pid = os.getpid()
         return self._session
 
-    def _environment(self, url: str) -> tuple[dict[str, str], bool | str]:
+    def _environment(self, url: str) -> tuple[dict[str, str], bool | str | None]:
         if self._proxies is None:
             self._proxies = (
                 dict(requests.utils.get_environ_proxies(url)) if self._owns_session else {}
             )
-        verify = self._verify
+        verify: bool | str | None = self._verify
         if verify is True and self._owns_session:
             verify = (
                 os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
             )
+        elif verify is True:
+            verify = None  # a session passed in keeps its own ``session.verify`` (CA bundle)
         return self._proxies, verify
 
     def send(self, request: HttpRequest) -> _RequestsResponse:
@@ -171,6 +237,7 @@ class RequestsTransport:
         proxies, verify = self._environment(request.url)
         timeout = request.timeout
         deadline = None if timeout.total is None else time.monotonic() + timeout.total
+        context = _DEADLINE.set(deadline)
         try:
             response = session.request(
                 request.method,
@@ -184,7 +251,14 @@ class RequestsTransport:
                 verify=verify,
             )
         except _FAILURES as exc:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise APITimeoutError(
+                    "Request timed out: the call outlived its total deadline (timeout.total)",
+                    request_url=request.url,
+                ) from None
             raise _translate(exc, request.url) from None
+        finally:
+            _DEADLINE.reset(context)
         return _RequestsResponse(
             response, request.url, deadline=deadline, read_timeout=timeout.read
         )

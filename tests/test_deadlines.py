@@ -1,0 +1,133 @@
+"""``timeout.total`` bounds the whole call even when the server sends its status line and
+headers one byte at a time, which no per-read timeout ever catches (a raw socket server
+on loopback plays the hostile part), plus the sync transport's watchdog on its own."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from chatlib import Timeout
+from chatlib._watchdog import watchdog
+from chatlib.errors import APITimeoutError
+
+USER = {"role": "user", "content": "Hi"}
+TOTAL = 0.5
+SLACK = 0.6
+
+
+class TricklingServer:
+    """Accepts connections and answers each with ``head`` then ``drip`` one byte at a time."""
+
+    def __init__(self, head: bytes, drip: bytes, interval: float = 0.05) -> None:
+        self.head, self.drip, self.interval = head, drip, interval
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.stopping = threading.Event()
+        self.threads: list[threading.Thread] = []
+        accept = threading.Thread(target=self._accept, daemon=True)
+        accept.start()
+        self.threads.append(accept)
+
+    def _accept(self) -> None:
+        self.listener.settimeout(0.1)
+        while not self.stopping.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                continue
+            worker = threading.Thread(target=self._serve, args=(conn,), daemon=True)
+            worker.start()
+            self.threads.append(worker)
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn:
+            try:
+                conn.recv(65536)
+                conn.sendall(self.head)
+                for byte in self.drip * 1000:
+                    if self.stopping.is_set():
+                        return
+                    conn.sendall(bytes([byte]))
+                    time.sleep(self.interval)
+            except OSError:
+                return
+
+    def close(self) -> None:
+        self.stopping.set()
+        for thread in self.threads:
+            thread.join(timeout=2)
+        self.listener.close()
+
+
+TRICKLES = {
+    "status line": (b"", b"HTTP/1.1 200 OK"),
+    "one endless header": (b"HTTP/1.1 200 OK\r\nX-Slow: ", b"a"),
+    "header after header": (b"HTTP/1.1 200 OK\r\n", b"X-A: b\r\n"),
+}
+
+
+@pytest.fixture(params=list(TRICKLES), ids=list(TRICKLES))
+def trickling(request: pytest.FixtureRequest) -> Iterator[TricklingServer]:
+    head, drip = TRICKLES[request.param]
+    server = TricklingServer(head, drip)
+    yield server
+    server.close()
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["create", "stream"])
+def test_headers_trickled_forever_end_at_the_total_deadline(
+    facade: object, trickling: TricklingServer, stream: bool
+) -> None:
+    client = facade.client(  # type: ignore[attr-defined]
+        base_url=f"http://127.0.0.1:{trickling.port}/v1",
+        timeout=Timeout(connect=1, read=0.3, total=TOTAL),
+        max_retries=2,
+    )
+    started = time.monotonic()
+    with pytest.raises(APITimeoutError):
+        if stream:
+            client.stream_all(model="m", messages=[USER])
+        else:
+            client.create(model="m", messages=[USER])
+    elapsed = time.monotonic() - started
+    assert TOTAL - 0.05 <= elapsed < TOTAL + SLACK
+    client.close()
+
+
+def test_the_watchdog_wakes_a_blocked_read_at_the_deadline() -> None:
+    left, right = socket.socketpair()
+    with left, right:
+        watch = watchdog.watch(time.monotonic() + 0.2, left)
+        started = time.monotonic()
+        assert left.recv(10) == b""  # shut down under the blocked read: EOF
+        assert 0.15 <= time.monotonic() - started < 1.0
+        assert watch.fired
+
+
+def test_a_cancelled_watch_never_fires() -> None:
+    left, right = socket.socketpair()
+    with left, right:
+        watch = watchdog.watch(time.monotonic() + 0.1, left)
+        watchdog.cancel(watch)
+        time.sleep(0.3)
+        right.sendall(b"still open")
+        assert left.recv(10) == b"still open"
+        assert not watch.fired
+
+
+def test_an_earlier_deadline_registered_later_fires_first() -> None:
+    late_a, late_b = socket.socketpair()
+    early_a, early_b = socket.socketpair()
+    with late_a, late_b, early_a, early_b:
+        late = watchdog.watch(time.monotonic() + 5, late_a)
+        early = watchdog.watch(time.monotonic() + 0.1, early_a)
+        started = time.monotonic()
+        assert early_a.recv(1) == b""
+        assert time.monotonic() - started < 1.0
+        assert early.fired and not late.fired
+        watchdog.cancel(late)
