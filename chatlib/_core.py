@@ -266,7 +266,9 @@ def parse_completion(
             request_id=request_id,
         )
     if _is_error_object(data):
-        raise error_from_stream_payload(data, raw, request_id=request_id)
+        raise error_from_stream_payload(
+            data, raw, request_id=request_id, where="error body with status 200"
+        )
     try:
         result: CreateChatCompletionResponse = _structure_completion(data, None)
     except (ModelShapeError, TypeError, ValueError, AttributeError) as exc:
@@ -553,7 +555,9 @@ class ChunkParser:
             except ValueError:
                 payload = None
             if isinstance(payload, dict) and _is_error_object(payload):
-                raise error_from_stream_payload(payload, raw, request_id=self._request_id)
+                raise error_from_stream_payload(
+                    payload, raw, request_id=self._request_id, where="error body with status 200"
+                )
             raise APIResponseValidationError(
                 "expected an event stream, got a JSON body; raw body kept in .raw_body",
                 raw_body=raw,

@@ -355,10 +355,10 @@ def _compose(
     request_id: str | None,
 ) -> str:
     reason = _REASONS.get(status, "")
-    head = f"{status} {reason}".rstrip() if status else "stream error"
+    head = f"{status} {reason}".rstrip() if status else ""
     # A proxy's page titled "502 Bad Gateway" adds nothing to the status line itself.
     said = server_message if server_message and server_message != head else None
-    text = f"{head}: {said}" if said else head
+    text = (f"{head}: {said}" if head else said) if said else (head or "error")
     details = [f"{k}={v}" for k, v in (("type", err_type), ("code", code)) if v is not None]
     if request_id:
         details.append(f"request_id={request_id}")
@@ -393,9 +393,14 @@ def error_from_response(status: int, headers: Mapping[str, str], raw_body: bytes
 
 
 def error_from_stream_payload(
-    payload: object, raw_frame: bytes, *, request_id: str | None = None
+    payload: object,
+    raw_frame: bytes,
+    *,
+    request_id: str | None = None,
+    where: str = "in-stream error",
 ) -> APIStatusError:
-    """Map an error that arrived inside a 200 stream (``event: error`` or ``{"error": ...}``)."""
+    """Map an error sent with a 200: inside a stream (``event: error`` or ``{"error": ...}``)
+    or, with ``where="error body with status 200"``, as a whole non-streamed body."""
     server_message, err_type, code, param = _error_fields(payload)
     if server_message is None:
         server_message = text_snippet(raw_frame) or "the server reported an error mid-stream"
@@ -412,7 +417,7 @@ def error_from_stream_payload(
     if cls is APIStatusError:
         cls = APIStreamError
     return cls(
-        "in-stream error: " + _compose(status, server_message, err_type, code, request_id),
+        f"{where}: " + _compose(status, server_message, err_type, code, request_id),
         status_code=status or 200,
         body=payload,
         raw_body=raw_frame,

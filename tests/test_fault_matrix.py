@@ -420,7 +420,7 @@ CASES = [
         True,
         attempts=1,
         error=APIStreamError,
-        match="in-stream error: stream error: slot unavailable",
+        match="in-stream error: slot unavailable",
     ),
     # -- size limits -------------------------------------------------------------------------
     Case(
