@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from chatlib._serde import ModelShapeError
 from chatlib.models import (
     ChatCompletionChoice,
     ChatCompletionMessageToolCall,
@@ -63,6 +64,21 @@ class _ChoiceState:
         self.extra_text: dict[str, list[str]] = {}
 
 
+def _text(value: Any, what: str) -> str | None:
+    """``value`` if it is text (or absent); a wrong type is the server's fault, reported."""
+    if value is None or value.__class__ is str:
+        return value
+    raise ModelShapeError(f"{what} must be a string, got {type(value).__name__}")
+
+
+def _index(value: Any, what: str) -> int:
+    if value is None:
+        return 0  # some servers leave the index out when there is a single choice
+    if value.__class__ is int:
+        return value
+    raise ModelShapeError(f"{what} must be an integer, got {type(value).__name__}")
+
+
 class ChatCompletionAccumulator:
     """Add chunks with :meth:`add`; :meth:`result` is the completion they make up so far."""
 
@@ -72,7 +88,12 @@ class ChatCompletionAccumulator:
         self._usage: ChatCompletionUsage | None = None
 
     def add(self, chunk: CreateChatCompletionChunk) -> None:
-        """Fold one chunk in."""
+        """Fold one chunk in.
+
+        Raises:
+            ModelShapeError: a value the merge needs has the wrong type (e.g. a number as
+                ``delta.content``); the core reports it as ``APIResponseValidationError``.
+        """
         header = self._header
         for name in ("id", "created", "model", "system_fingerprint", "service_tier"):
             value = getattr(chunk, name)
@@ -85,9 +106,10 @@ class ChatCompletionAccumulator:
             if isinstance(groq, dict) and isinstance(groq.get("usage"), dict):
                 self._usage = ChatCompletionUsage.from_dict(groq["usage"])
         for choice in chunk.choices:
-            state = self._choices.get(choice.index)
+            index = _index(choice.index, "choices[].index")
+            state = self._choices.get(index)
             if state is None:
-                state = self._choices[choice.index] = _ChoiceState()
+                state = self._choices[index] = _ChoiceState()
             if choice.finish_reason is not None:
                 state.finish_reason = choice.finish_reason
             if choice.logprobs is not None and choice.logprobs.content:
@@ -99,19 +121,23 @@ class ChatCompletionAccumulator:
                 continue
             if delta.role is not None:
                 state.role = delta.role
-            if delta.content:
-                state.content.append(delta.content)
-            if delta.refusal:
-                state.refusal.append(delta.refusal)
+            content = _text(delta.content, "delta.content")
+            if content:
+                state.content.append(content)
+            refusal = _text(delta.refusal, "delta.refusal")
+            if refusal:
+                state.refusal.append(refusal)
             if delta.tool_calls:
                 _add_tool_calls(state, delta.tool_calls)
             if delta.function_call is not None:
-                if delta.function_call.name:
-                    state.function_name = delta.function_call.name
+                function_name = _text(delta.function_call.name, "delta.function_call.name")
+                if function_name:
+                    state.function_name = function_name
                 if state.function_args is None:
                     state.function_args = []
-                if delta.function_call.arguments:
-                    state.function_args.append(delta.function_call.arguments)
+                arguments = _text(delta.function_call.arguments, "delta.function_call.arguments")
+                if arguments:
+                    state.function_args.append(arguments)
             for key, value in delta.extra.items():
                 if isinstance(value, str):
                     state.extra_text.setdefault(key, []).append(value)
@@ -137,25 +163,30 @@ class ChatCompletionAccumulator:
 
 def _add_tool_calls(state: _ChoiceState, fragments: list[Any]) -> None:
     for fragment in fragments:
-        call = state.tool_calls.get(fragment.index)
+        index = _index(fragment.index, "delta.tool_calls[].index")
+        call = state.tool_calls.get(index)
         if call is None:
-            call = state.tool_calls[fragment.index] = _ToolCallState()
+            call = state.tool_calls[index] = _ToolCallState()
         if fragment.id:
-            call.id = fragment.id
+            call.id = _text(fragment.id, "delta.tool_calls[].id")
         if fragment.type:
-            call.type = fragment.type
+            call.type = _text(fragment.type, "delta.tool_calls[].type")
         function = fragment.function
         if function is not None:
-            if function.name:
-                call.name = function.name  # set, never concatenated (llama.cpp repeats it)
-            if function.arguments:
-                call.arguments.append(function.arguments)
+            name = _text(function.name, "delta.tool_calls[].function.name")
+            if name:
+                call.name = name  # set, never concatenated (llama.cpp repeats it)
+            arguments = _text(function.arguments, "delta.tool_calls[].function.arguments")
+            if arguments:
+                call.arguments.append(arguments)
         custom = fragment.custom
         if isinstance(custom, dict):
-            if custom.get("name"):
-                call.name = custom["name"]
-            if custom.get("input"):
-                call.custom_input.append(custom["input"])
+            name = _text(custom.get("name"), "delta.tool_calls[].custom.name")
+            if name:
+                call.name = name
+            piece = _text(custom.get("input"), "delta.tool_calls[].custom.input")
+            if piece:
+                call.custom_input.append(piece)
 
 
 def _build_choice(index: int, state: _ChoiceState) -> ChatCompletionChoice:

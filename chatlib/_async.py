@@ -379,6 +379,19 @@ class AsyncChatStream(AsyncIterator[CreateChatCompletionChunk]):
             pass
         return self.accumulated
 
+    def __repr__(self) -> str:
+        if self._closed:
+            status = "closed"
+        elif self._state is None:
+            status = "not started"
+        else:
+            status = "finished" if self._state.finished else "open"
+        return f"<AsyncChatStream {status} request_id={self.request_id!r}>"
+
+    async def close(self) -> None:
+        """Same as :meth:`aclose` (the official SDK's name: ``await stream.close()``)."""
+        await self.aclose()
+
     async def aclose(self) -> None:
         """Release the connection; reading the little that follows ``[DONE]`` lets it be reused."""
         if self._closed:

@@ -21,7 +21,7 @@ from chatlib import __version__, _log
 from chatlib._accumulate import ChatCompletionAccumulator
 from chatlib._config import ClientConfig, Timeout, TimeoutLike
 from chatlib._retry import RetryPolicy
-from chatlib._serde import ModelShapeError, converter, unstructure
+from chatlib._serde import ModelShapeError, converter, make_unstructurer, unstructure
 from chatlib._validate import check_param_names, validate_request
 from chatlib.errors import (
     APIError,
@@ -59,7 +59,9 @@ _R = TypeVar("_R")
 _SECRET_HEADERS = frozenset({"authorization", "api-key", "x-api-key", "proxy-authorization"})
 _USER_AGENT = f"chatlib/{__version__} python/{platform.python_version()}"
 _ASSISTANT_RESPONSE_ONLY = ("annotations",)
-_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+# Only the redirects that keep the method and body: a 301/302/303 would turn the POST into a
+# GET that no chat endpoint answers, so it is raised instead, naming where it points.
+_REDIRECTS = frozenset({307, 308})
 _MAX_REDIRECTS = 5
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 # Header names that may carry a credential; never sent to another origin after a redirect.
@@ -120,8 +122,11 @@ Command = Union[Send, ReadBody, Sleep]
 
 
 def _message_to_wire(message: Any) -> Any:
-    if isinstance(message, ChatMessage):
-        data: dict[str, Any] = message.to_dict()
+    data: dict[str, Any]
+    if message.__class__ is dict:  # the common case, without an abstract isinstance check
+        data = unstructure(message)
+    elif isinstance(message, ChatMessage):
+        data = message.to_dict()
     elif isinstance(message, Mapping):
         data = unstructure(message)
     else:
@@ -145,7 +150,10 @@ def _message_to_wire(message: Any) -> Any:
 
 def request_body(request: CreateChatCompletionRequest, *, stream: bool) -> dict[str, Any]:
     """The JSON body for ``request``: the fields that were set, ``extra_body`` merged on top."""
-    body = request.to_dict()
+    if request.__class__ is CreateChatCompletionRequest:
+        body = _request_fields(request)  # messages and extra_* left unconverted: done below
+    else:
+        body = request.to_dict()
     for key in ("extra_body", "extra_headers", "extra_query"):
         body.pop(key, None)
     body["messages"] = [_message_to_wire(m) for m in request.messages]
@@ -154,6 +162,15 @@ def request_body(request: CreateChatCompletionRequest, *, stream: bool) -> dict[
     if request.extra_body:
         body.update(unstructure(dict(request.extra_body)))
     return body
+
+
+# ``request.to_dict()``, minus converting the fields ``request_body`` replaces or drops anyway.
+_request_fields = make_unstructurer(
+    CreateChatCompletionRequest,
+    raw=frozenset({"messages", "extra_body", "extra_headers", "extra_query"}),
+)
+# What ``json.dumps(body, separators=..., ...)`` builds on every call, built once.
+_encode_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 
 
 def _unencodable_field(request: CreateChatCompletionRequest, body: Mapping[str, Any]) -> str:
@@ -179,7 +196,7 @@ def build_request(
     validate_request(request)
     body = request_body(request, stream=stream)
     try:
-        payload = json.dumps(body, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        payload = _encode_json(body)
     except (TypeError, ValueError) as exc:
         field = _unencodable_field(request, body)
         raise InvalidArgumentError(field, f"cannot be sent as JSON: {exc}") from None
@@ -250,7 +267,7 @@ def parse_completion(
     request_id = request_id_of(headers)
     try:
         data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise APIResponseValidationError(
             f"the server's answer is not valid JSON ({exc}); raw body kept in .raw_body",
             status_code=status,
@@ -310,17 +327,47 @@ class BodyCollector:
 # ---------------------------------------------------------------- the flow
 
 
+# The per-attempt copies below skip attrs' generic paths; only while the classes hold just
+# the fields they are written for (anything else falls back to the checked constructors).
+_PLAIN_TIMEOUT = tuple(attrs.fields_dict(Timeout)) == ("connect", "read", "total")
+_PLAIN_HTTP_REQUEST = tuple(attrs.fields_dict(HttpRequest)) == (
+    "method",
+    "url",
+    "headers",
+    "body",
+    "timeout",
+    "stream",
+)
+
+
 def _attempt_timeout(base: Timeout, deadline: float | None, now: float) -> Timeout:
     if deadline is None:
         return base
     remaining = deadline - now
     if remaining <= 0:
         raise APITimeoutError("the call's total deadline passed (timeout.total)")
+    connect = remaining if base.connect is None else min(base.connect, remaining)
+    read = remaining if base.read is None else min(base.read, remaining)
+    if _PLAIN_TIMEOUT and remaining.__class__ is float and remaining > 0:
+        # Capped by a positive float, ``base``'s already checked limits stay valid: build the
+        # Timeout without checking them again.
+        timeout: Timeout = object.__new__(Timeout)
+        object.__setattr__(timeout, "connect", connect)
+        object.__setattr__(timeout, "read", read)
+        object.__setattr__(timeout, "total", remaining)
+        return timeout
+    return Timeout(connect=connect, read=read, total=remaining)
 
-    def cap(value: float | None) -> float:
-        return remaining if value is None else min(value, remaining)
 
-    return Timeout(connect=cap(base.connect), read=cap(base.read), total=remaining)
+def _with_timeout(request: HttpRequest, timeout: Timeout) -> HttpRequest:
+    """``request`` with ``timeout``: itself when that is its own, else a copy."""
+    if timeout is request.timeout:
+        return request
+    if _PLAIN_HTTP_REQUEST and request.__class__ is HttpRequest:
+        return HttpRequest(
+            request.method, request.url, request.headers, request.body, timeout, request.stream
+        )
+    return attrs.evolve(request, timeout=timeout)
 
 
 def request_flow(
@@ -350,7 +397,7 @@ def request_flow(
         if debug:
             _log.log_send(request, attempt)
             started = clock()
-        outcome = yield Send(attrs.evolve(request, timeout=timeout), attempt)
+        outcome = yield Send(_with_timeout(request, timeout), attempt)
         headers: Mapping[str, str] = {}
         if isinstance(outcome, APIError):
             error: APIError = outcome
@@ -409,9 +456,9 @@ def _is_credential(name: str) -> bool:
 def follow_redirect(request: HttpRequest, status: int, location: str) -> HttpRequest:
     """The request to send after a ``status`` redirect to ``location``.
 
-    As browsers, ``requests`` and ``aiohttp`` do: 307/308 repeat the request as it was;
-    301/302 turn a POST, and 303 anything, into a body-less GET. Unlike those two
-    libraries, every header that may carry a credential (``Authorization``, ``api-key``,
+    307/308 repeat the request as it was (the flow follows no others); 301/302 turn a POST,
+    and 303 anything, into a body-less GET, as browsers do. Unlike ``requests`` and
+    ``aiohttp``, every header that may carry a credential (``Authorization``, ``api-key``,
     ``x-api-key``, cookies, any ``*token*``/``*secret*`` header) is dropped when the new URL
     is on another origin (scheme, host or port), not just ``Authorization``.
     """
@@ -501,11 +548,12 @@ class ChunkParser:
         if data == "[DONE]":
             self.done = True
             return None
-        if kind not in ("message", "error"):
-            return None  # keep-alives and vendor events (``event: ping``) are not chunks
+        if kind not in ("message", "error") or not data:
+            # Keep-alives, vendor events (``event: ping``) and a bare ``data:`` are not chunks.
+            return None
         try:
             payload = json.loads(data)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raw = data.encode("utf-8")
             if kind == "error":
                 raise error_from_stream_payload(data, raw, request_id=self._request_id) from None
@@ -534,7 +582,7 @@ class ChunkParser:
                 request_id=self._request_id,
             ) from None
         if self._accumulate:
-            self.accumulator.add(chunk)
+            _fold(self.accumulator, chunk, self._request_id)
         return chunk
 
     def finish(self) -> list[CreateChatCompletionChunk]:
@@ -552,7 +600,7 @@ class ChunkParser:
                 )
             try:
                 payload = json.loads(raw)
-            except ValueError:
+            except (ValueError, RecursionError):
                 payload = None
             if isinstance(payload, dict) and _is_error_object(payload):
                 raise error_from_stream_payload(
@@ -582,6 +630,23 @@ class ChunkParser:
             "the stream ended before data: [DONE]; the answer may be cut off "
             "(what arrived is in stream.accumulated)"
         )
+
+
+def _fold(
+    accumulator: ChatCompletionAccumulator,
+    chunk: CreateChatCompletionChunk,
+    request_id: str | None,
+) -> None:
+    try:
+        accumulator.add(chunk)
+    except ModelShapeError as exc:
+        body = chunk.to_dict()
+        raise APIResponseValidationError(
+            f"a stream chunk has a value of the wrong type: {exc}",
+            raw_body=json.dumps(body, ensure_ascii=False).encode("utf-8"),
+            body=body,
+            request_id=request_id,
+        ) from None
 
 
 class StreamState:
@@ -640,7 +705,7 @@ class StreamState:
     def take(self) -> CreateChatCompletionChunk:
         """The next pending chunk, folded into :attr:`accumulated` as it is handed out."""
         chunk = self.pending.popleft()
-        self._accumulator.add(chunk)
+        _fold(self._accumulator, chunk, self.parser.request_id)
         return chunk
 
     def on_eof(self) -> None:
@@ -729,7 +794,9 @@ def plan_call(
             if required not in params:
                 raise InvalidArgumentError(required, "is required")
         messages = params["messages"]
-        if isinstance(messages, Sequence) and not isinstance(messages, (str, bytes, list)):
+        if messages.__class__ is not list and (
+            isinstance(messages, Sequence) and not isinstance(messages, (str, bytes, list))
+        ):
             params["messages"] = list(messages)
         if stream is not None and not force_stream:
             params["stream"] = stream

@@ -201,10 +201,22 @@ def _null_marker(name: str) -> str:
     return "\0null:" + name
 
 
+_LEAVES = frozenset(_PRIMITIVES)  # exact classes that unstructure to themselves
+_UNSTRUCTURERS: dict[type, Callable[[Any], dict[str, Any]]] = {}
+
+
 def _unstructure_value(value: Any) -> Any:
     cls = value.__class__
-    if cls in _PRIMITIVES:
+    if cls in _LEAVES:
         return value
+    # Exact-type fast paths (plain dict messages, lists of them): no abstract isinstance checks.
+    if cls is dict:
+        return {k: v if v.__class__ in _LEAVES else _unstructure_value(v) for k, v in value.items()}
+    if cls is list:
+        return [v if v.__class__ in _LEAVES else _unstructure_value(v) for v in value]
+    fn = _UNSTRUCTURERS.get(cls)
+    if fn is not None:
+        return fn(value)
     if isinstance(value, Model):
         return _unstructure_model(value)
     if isinstance(value, enum.Enum):
@@ -216,27 +228,55 @@ def _unstructure_value(value: Any) -> Any:
     return value
 
 
-def _unstructure_model(obj: Model) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    fields_set = obj._fields_set
-    for field in type(obj).__attrs_attrs__:
+def make_unstructurer(
+    cls: type[Model], *, raw: frozenset[str] = frozenset()
+) -> Callable[[Any], dict[str, Any]]:
+    """Compile ``cls``'s unstructure function: one attribute read per field, no ``getattr`` loop.
+
+    A field is emitted when it is not ``None``, or when it was set (``None`` then). A list
+    left empty that was never set stays out; one the server sent as null goes back as null.
+    Unknown fields in ``extra`` follow. The fields named in ``raw`` are emitted as they are,
+    for a caller that converts them itself.
+    """
+    env: dict[str, Any] = {"_leaves": _LEAVES, "_uv": _unstructure_value, "_EMPTY": EMPTY_EXTRA}
+    lines = ["def unstructure(o, _t=None):", "    fs = o._fields_set", "    out = {}"]
+    for field in cls.__attrs_attrs__:
         name = field.name
         if name in _SKIP:
             continue
-        value = getattr(obj, name)
-        if value is None:
-            if name in fields_set:
-                out[name] = None
-            continue
-        if value == [] and name not in fields_set:
-            continue  # a required list the server left out: keep it out
-        if value == [] and _null_marker(name) in fields_set:
-            out[name] = None
-            continue
-        out[name] = _unstructure_value(value)
-    for key, value in obj.extra.items():
-        out[key] = _unstructure_value(value)
-    return out
+        key = repr(name)
+        emit = "v" if name in raw else "_uv(v)"
+        lines += [
+            f"    v = o.{name}",
+            "    if v is None:",
+            f"        if {key} in fs:",
+            f"            out[{key}] = None",
+            "    elif v.__class__ in _leaves:",
+            f"        out[{key}] = v",
+            "    elif v == []:",  # a required list: out if never set, null if sent as null
+            f"        if {key} in fs:",
+            f"            out[{key}] = None if {_null_marker(name)!r} in fs else {emit}",
+            "    else:",
+            f"        out[{key}] = {emit}",
+        ]
+    lines += [
+        "    e = o.extra",
+        "    if e is not _EMPTY:",
+        "        for k, v in e.items():",
+        "            out[k] = _uv(v)",
+        "    return out",
+    ]
+    exec(compile("\n".join(lines), f"<chatlib unstructure {cls.__name__}>", "exec"), env)
+    fn: Callable[[Any], dict[str, Any]] = env["unstructure"]
+    return fn
+
+
+def _unstructure_model(obj: Model) -> dict[str, Any]:
+    cls = type(obj)
+    fn = _UNSTRUCTURERS.get(cls)
+    if fn is None:
+        fn = _UNSTRUCTURERS[cls] = make_unstructurer(cls)
+    return fn(obj)
 
 
 converter.register_structure_hook_factory(_is_model, _make_structure_fn)

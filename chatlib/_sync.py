@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import http.client
 import os
 import random
 import time
@@ -139,8 +140,21 @@ def _deadline_watch(sock: Any) -> Iterator[None]:
         watchdog.cancel(watch)
 
 
+class _HTTPResponse(http.client.HTTPResponse):
+    """Skips every interim 1xx answer (``103 Early Hints``...); ``http.client`` skips only 100."""
+
+    def _read_status(self) -> Any:
+        while True:
+            version, status, reason = super()._read_status()  # type: ignore[misc]
+            if not 101 < status < 200:  # 100: http.client skips it; 101 would end HTTP itself
+                return version, status, reason
+            http.client._read_headers(self.fp)  # type: ignore[attr-defined]
+
+
 class _HTTPConnection(urllib3.connection.HTTPConnection):
     """Waits for the response headers no longer than the call's total deadline."""
+
+    response_class = _HTTPResponse
 
     def getresponse(self) -> Any:
         with _deadline_watch(self.sock):
@@ -149,6 +163,8 @@ class _HTTPConnection(urllib3.connection.HTTPConnection):
 
 class _HTTPSConnection(urllib3.connection.HTTPSConnection):
     """Waits for the response headers no longer than the call's total deadline."""
+
+    response_class = _HTTPResponse
 
     def getresponse(self) -> Any:
         with _deadline_watch(self.sock):
@@ -374,6 +390,10 @@ class ChatStream(Iterator[CreateChatCompletionChunk]):
         for _ in self:
             pass
         return self._state.accumulated
+
+    def __repr__(self) -> str:
+        status = "closed" if self._closed else "finished" if self._state.finished else "open"
+        return f"<ChatStream {status} request_id={self.request_id!r}>"
 
     def close(self) -> None:
         """Release the connection; reading the little that follows ``[DONE]`` lets it be reused."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -17,6 +17,8 @@ __all__ = ["check_param_names", "validate_request"]
 _FIELDS = tuple(
     f.name for f in attrs.fields(CreateChatCompletionRequest) if f.init and f.name != "extra"
 )
+_FIELD_SET = frozenset(_FIELDS)
+_SCALARS = tuple(name for name in _FIELDS if name not in ("model", "messages"))
 _CONTENT_REQUIRED = frozenset({"developer", "system", "user", "tool"})
 
 # (minimum, maximum) for numeric parameters, from the OpenAPI schema.
@@ -63,7 +65,7 @@ _DICTS = frozenset(
 def check_param_names(names: Sequence[str]) -> None:
     """Reject keyword arguments that are not request parameters, suggesting the closest one."""
     for name in names:
-        if name not in _FIELDS:
+        if name not in _FIELD_SET:
             close = difflib.get_close_matches(name, _FIELDS, n=1)
             hint = f"did you mean {close[0]!r}? " if close else ""
             raise InvalidArgumentError(
@@ -98,10 +100,25 @@ def _check_scalar(name: str, value: Any) -> None:
         raise _fail(name, f"must be {bounds}, got {value!r}")
 
 
+def _compile_scalar_checks() -> Callable[[CreateChatCompletionRequest], None]:
+    """``_check_scalar`` on every optional parameter that is not None, in field order: one
+    attribute read each (most are None), not a loop of ``getattr`` calls."""
+    lines = ["def check_scalars(r):"]
+    for name in _SCALARS:
+        lines += [f"    v = r.{name}", "    if v is not None:", f"        _check({name!r}, v)"]
+    env: dict[str, Any] = {"_check": _check_scalar}
+    exec(compile("\n".join(lines), "<chatlib check_scalars>", "exec"), env)
+    check: Callable[[CreateChatCompletionRequest], None] = env["check_scalars"]
+    return check
+
+
+_check_scalars = _compile_scalar_checks()
+
+
 def _message_fields(message: Any, where: str) -> tuple[Any, Any, Mapping[str, Any] | None]:
     if isinstance(message, ChatMessage):
         return message.role, message.content, None
-    if isinstance(message, Mapping):
+    if message.__class__ is dict or isinstance(message, Mapping):
         if "role" not in message:
             raise _fail(f"{where}.role", "is required")
         return message["role"], message.get("content"), message
@@ -158,16 +175,15 @@ def validate_request(request: CreateChatCompletionRequest) -> None:
     if not isinstance(request.model, str) or not request.model:
         raise _fail("model", f"must be a non-empty string, got {request.model!r}")
     messages = request.messages
-    if isinstance(messages, (str, bytes, Mapping)) or not isinstance(messages, Sequence):
+    if messages.__class__ is not list and (
+        isinstance(messages, (str, bytes, Mapping)) or not isinstance(messages, Sequence)
+    ):
         raise _fail("messages", f"must be a list of messages, got {type(messages).__name__}")
     if not messages:
         raise _fail("messages", "must hold at least one message")
     for i, message in enumerate(messages):
         _check_message(message, f"messages[{i}]")
-    for name in _FIELDS:
-        value = getattr(request, name)
-        if value is not None and name not in ("model", "messages"):
-            _check_scalar(name, value)
+    _check_scalars(request)
     if request.stop is not None and not (
         isinstance(request.stop, str)
         or (isinstance(request.stop, list) and all(isinstance(s, str) for s in request.stop))

@@ -315,8 +315,25 @@ def text_snippet(raw: bytes, limit: int = _SNIPPET_CHARS) -> str:
 def _decode_json(raw: bytes) -> tuple[bool, object]:
     try:
         return True, json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return False, None
+
+
+def _error_body(parsed: object) -> object:
+    """What ``.body`` holds, as the official SDK has it: the ``error`` member of
+    ``{"error": ...}``, else the whole decoded body."""
+    if isinstance(parsed, dict) and "error" in parsed:
+        return parsed["error"]
+    return parsed
+
+
+def _code_text(code: object) -> str | None:
+    """llama.cpp and vLLM send numeric codes; like the official SDK, ``.code`` is text."""
+    if isinstance(code, str):
+        return code
+    if isinstance(code, int) and not isinstance(code, bool):
+        return str(code)
+    return None
 
 
 def _error_fields(parsed: object) -> tuple[str | None, str | None, Any, str | None]:
@@ -342,7 +359,7 @@ def _error_fields(parsed: object) -> tuple[str | None, str | None, Any, str | No
     return (
         message,
         err_type if isinstance(err_type, str) else None,
-        code if isinstance(code, (str, int)) and not isinstance(code, bool) else None,
+        _code_text(code),
         param if isinstance(param, str) else None,
     )
 
@@ -377,12 +394,16 @@ def error_from_response(status: int, headers: Mapping[str, str], raw_body: bytes
         snippet = text_snippet(raw_body)
         server_message = snippet or None
     request_id = _header(headers, "x-request-id")
+    location = _header(headers, "location") if 300 <= status < 400 else None
+    if location:
+        where = f"the server redirected to {location}; use that URL as base_url"
+        server_message = f"{where} ({server_message})" if server_message else where
     cls = _class_for(status, code)
     return cls(
         _compose(status, server_message, err_type, code, request_id),
         status_code=status,
         headers=headers,
-        body=parsed if is_json else raw_body.decode("utf-8", "replace"),
+        body=_error_body(parsed) if is_json else raw_body.decode("utf-8", "replace"),
         raw_body=raw_body,
         error_type=err_type,
         code=code,
@@ -405,8 +426,8 @@ def error_from_stream_payload(
     if server_message is None:
         server_message = text_snippet(raw_frame) or "the server reported an error mid-stream"
     status = 0
-    if isinstance(code, int) and 400 <= code <= 599:
-        status = code
+    if code is not None and code.isdigit() and 400 <= int(code) <= 599:
+        status = int(code)
     elif isinstance(payload, dict) and isinstance(payload.get("status_code"), int):
         status = payload["status_code"]
     elif err_type in _STATUS_BY_TYPE:
@@ -419,7 +440,7 @@ def error_from_stream_payload(
     return cls(
         f"{where}: " + _compose(status, server_message, err_type, code, request_id),
         status_code=status or 200,
-        body=payload,
+        body=_error_body(payload),
         raw_body=raw_frame,
         error_type=err_type,
         code=code,

@@ -355,6 +355,8 @@ def test_keepalives_and_ping_events_are_ignored() -> None:
         + b"id: 7\nretry: 1000\n"
         + frame(chunk({"content": "b"}))
         + b"event: ping\ndata: not json at all\n\n"
+        + b"data:\n\n"  # an empty data line: an event with no payload, not a broken frame
+        + b"data: \n\n"
         + DONE
     )
     chunks, parser = parse(data)

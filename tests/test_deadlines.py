@@ -131,3 +131,27 @@ def test_an_earlier_deadline_registered_later_fires_first() -> None:
         assert time.monotonic() - started < 1.0
         assert early.fired and not late.fired
         watchdog.cancel(late)
+
+
+COMPLETION = (
+    b'{"id":"c","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,'
+    b'"message":{"role":"assistant","content":"hello"},"finish_reason":"stop"}]}'
+)
+
+
+def test_interim_1xx_answers_before_the_real_one_are_skipped(facade: object) -> None:
+    head = (
+        b"HTTP/1.1 103 Early Hints\r\nLink: </x>; rel=preload\r\n\r\n"
+        b"HTTP/1.1 102 Processing\r\n\r\n"
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(COMPLETION) + COMPLETION
+    )
+    server = TricklingServer(head, b"")
+    try:
+        client = facade.client(  # type: ignore[attr-defined]
+            base_url=f"http://127.0.0.1:{server.port}/v1", max_retries=0, timeout=5
+        )
+        assert client.create(model="m", messages=[USER]).text == "hello"
+        client.close()
+    finally:
+        server.close()

@@ -116,7 +116,7 @@ def test_openai_error_fields() -> None:
     assert error.code == "invalid_value"
     assert error.param == "temperature"
     assert error.server_message == "Invalid value for 'temperature'"
-    assert error.body == json.loads(body)
+    assert error.body == json.loads(body)["error"]  # as the official SDK: the error object
     assert error.raw_body == body
     assert error.headers["x-other"] == "1"
     text = str(error)
@@ -201,19 +201,19 @@ def test_error_body_shapes(
     assert message in str(error)
     assert message in (error.server_message or "")
     assert error.type == type_
-    assert error.code == code
+    assert error.code == (str(code) if isinstance(code, int) else code)
     assert error.param == param
     assert error.raw_body == raw
     if parsed is not None:
-        assert error.body == parsed
+        assert error.body == (parsed.get("error", parsed) if isinstance(parsed, dict) else parsed)
 
 
-def test_llama_server_integer_code_is_kept_as_int() -> None:
+def test_llama_server_integer_code_reads_as_text_like_the_official_sdk() -> None:
     error = error_from_response(
         400, {}, b'{"error":{"code":400,"message":"bad","type":"invalid_request_error"}}'
     )
-    assert error.code == 400
-    assert isinstance(error.code, int)
+    assert error.code == "400"
+    assert error.body == {"code": 400, "message": "bad", "type": "invalid_request_error"}
     assert type(error) is BadRequestError
 
 
@@ -334,7 +334,8 @@ def test_stream_payload_mapping(payload: Any, cls: type[APIStatusError], status:
     assert type(error) is cls
     assert error.status_code == status
     assert error.raw_body == raw
-    assert error.body == payload
+    inner = payload.get("error", payload) if isinstance(payload, dict) else payload
+    assert error.body == inner
     assert error.request_id == "req_s"
     assert error.server_message == "x"
     assert str(error).startswith("in-stream error: ")

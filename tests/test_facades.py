@@ -739,7 +739,7 @@ def test_error_status_maps_to_its_exception(
     assert str(exc) == exc.message
     assert str(status) in str(exc)
     assert isinstance(exc.body, dict)
-    assert exc.body["error"]["message"] == "The scripted failure"
+    assert exc.body["message"] == "The scripted failure"  # the error object, as openai has it
     assert exc.headers["x-request-id"] == "req_0123abc"
     assert len(server.requests) == 1  # max_retries=0: no second attempt
 

@@ -18,6 +18,7 @@ from chatlib._core import (
     Send,
     Sleep,
     build_request,
+    follow_redirect,
     parse_completion,
     plan_call,
     request_flow,
@@ -640,19 +641,25 @@ def test_a_redirect_to_another_origin_drops_every_credential_header(location: st
     assert sent.method == "POST" and sent.body == request.body
 
 
-@pytest.mark.parametrize(
-    ("status", "method"), [(301, "GET"), (302, "GET"), (303, "GET"), (307, "POST")]
-)
-def test_redirect_methods_follow_what_browsers_do(status: int, method: str) -> None:
-    run = drive(make_flow(), [Resp(status, {"Location": "/moved"}), Resp(200, body=COMPLETION)])
-    sent = run.sends[1].request
-    assert sent.method == method
-    assert (sent.body is None) == (method == "GET")
+@pytest.mark.parametrize("status", [301, 302, 303])
+def test_a_redirect_that_would_drop_the_body_is_raised_naming_the_location(status: int) -> None:
+    run = drive(make_flow(), [Resp(status, {"Location": "https://new.example/v1/chat"})])
+    assert len(run.sends) == 1
+    assert isinstance(run.error, APIStatusError)
+    assert run.error.status_code == status
+    assert "https://new.example/v1/chat" in str(run.error)
+    assert run.sleeps == []  # not retried either
+
+
+def test_a_follow_redirect_helper_turns_a_303_into_a_bodyless_get() -> None:
+    sent = follow_redirect(make_request(), 303, "/elsewhere")
+    assert (sent.method, sent.body, sent.url) == ("GET", None, "http://127.0.0.1:9/elsewhere")
+    assert "Content-Type" not in sent.headers
 
 
 def test_a_redirect_loop_stops_after_five_hops_with_the_redirect_status() -> None:
-    hops = [Resp(302 if i % 2 else 307, {"Location": f"/hop{i}"}) for i in range(6)]
+    hops = [Resp(308 if i % 2 else 307, {"Location": f"/hop{i}"}) for i in range(6)]
     run = drive(make_flow(policy=RetryPolicy(max_retries=0)), hops)
     assert len(run.sends) == 6
     assert isinstance(run.error, APIStatusError)
-    assert run.error.status_code in (302, 307)
+    assert run.error.status_code == 308

@@ -222,6 +222,7 @@ def test_streamed_tool_calls_accumulate_like_the_official_stream_helper(
 RID = {"x-request-id": "req_oracle"}
 ERRORS = [
     ErrorReply(400, code="context_length_exceeded", param="messages", headers=RID),
+    ErrorReply(400, code=400, type="invalid_request_error", headers=RID),  # llama.cpp's int code
     ErrorReply(401, code="invalid_api_key", headers=RID),
     ErrorReply(403, headers=RID),
     ErrorReply(404, code="model_not_found", param="model", headers=RID),
@@ -258,5 +259,6 @@ def test_an_error_maps_to_the_same_exception(
         their_error.type,
         their_error.param,
     )
+    assert my_error.body == their_error.body
     assert my_error.server_message == their_error.body["message"]
     assert their_error.body["message"] in str(my_error)

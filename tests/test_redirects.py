@@ -4,8 +4,8 @@ What chatlib does (its core follows redirects, the transports don't; verified he
 across origins (scheme, host or port differ) every header that may carry a credential
 (``Authorization``, ``api-key``, cookies, ...) is dropped, so the key never reaches the other
 server; within the same origin they are kept, so a server that moves its endpoint keeps
-working. 307 and 308 re-send the POST with its body; 301, 302 and 303 turn it into a
-body-less GET, as browsers, ``requests`` and ``aiohttp`` all do. At most 5 redirects.
+working. 307 and 308 re-send the POST with its body, at most 5 times; 301, 302 and 303 are
+not followed (they would turn the POST into a GET) but raised, naming the new location.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import pytest
 from aiohttp import web
 
 from chatlib import Timeout
+from chatlib.errors import APIStatusError
 
 KEY = "sk-redirect-secret-0123456789"
 USER = {"role": "user", "content": "Hi"}
@@ -56,7 +57,7 @@ def no_key_in(headers: dict[str, str]) -> bool:
     return all(KEY not in value for value in headers.values())
 
 
-@pytest.mark.parametrize("status", [302, 307, 308])
+@pytest.mark.parametrize("status", [307, 308])
 def test_authorization_is_not_sent_to_another_origin(
     facade: Any, app_server: Any, status: int
 ) -> None:
@@ -72,13 +73,25 @@ def test_authorization_is_not_sent_to_another_origin(
     received = target.seen[0]
     assert "authorization" not in received["headers"]
     assert no_key_in(received["headers"])
-    if status == 302:  # the method becomes GET and the body is dropped
-        assert (received["method"], received["body"]) == ("GET", b"")
-        assert result.text == "target saw GET"
-    else:  # the POST is re-sent as it was
-        assert received["method"] == "POST"
-        assert received["body"] == origin.seen[0]["body"]
-        assert result.text == "target saw POST"
+    assert received["method"] == "POST"  # re-sent as it was
+    assert received["body"] == origin.seen[0]["body"]
+    assert result.text == "target saw POST"
+
+
+@pytest.mark.parametrize("status", [301, 302, 303])
+def test_a_redirect_that_would_turn_the_post_into_a_get_is_raised(
+    facade: Any, app_server: Any, status: int
+) -> None:
+    target = app_server(answer_from_target)
+    origin = app_server(redirecting_to(f"{target.origin}/v1/chat/completions", status))
+    client = facade.client(base_url=f"{origin.origin}/v1", api_key=KEY, timeout=TIMEOUT)
+
+    with pytest.raises(APIStatusError) as info:
+        client.create(model="m", messages=[USER])
+
+    assert info.value.status_code == status
+    assert f"{target.origin}/v1/chat/completions" in str(info.value)
+    assert target.seen == []  # not followed: the key never left the first server
 
 
 def test_a_stream_is_not_sent_with_authorization_to_another_origin(
@@ -102,7 +115,7 @@ def test_a_stream_is_not_sent_with_authorization_to_another_origin(
     assert no_key_in(target.seen[0]["headers"])
 
 
-@pytest.mark.parametrize("status", [302, 307, 308])
+@pytest.mark.parametrize("status", [307, 308])
 def test_a_same_origin_redirect_keeps_authorization_and_works(
     facade: Any, app_server: Any, status: int
 ) -> None:
@@ -117,9 +130,8 @@ def test_a_same_origin_redirect_keeps_authorization_and_works(
     ]
     moved = server.seen[1]
     assert moved["headers"]["authorization"] == f"Bearer {KEY}"
-    expected = "GET" if status == 302 else "POST"
-    assert moved["method"] == expected
-    assert result.text == f"moved saw {expected}"
+    assert moved["method"] == "POST"
+    assert result.text == "moved saw POST"
 
 
 def test_an_api_key_header_is_not_sent_to_another_origin(
