@@ -12,6 +12,7 @@ from typing import Any
 
 from chatlib._serde import ModelShapeError
 from chatlib.models import (
+    ChatCompletionAudio,
     ChatCompletionChoice,
     ChatCompletionMessageToolCall,
     ChatCompletionUsage,
@@ -39,8 +40,19 @@ class _ToolCallState:
         self.custom_input: list[str] = []
 
 
+class _AudioState:
+    __slots__ = ("data", "expires_at", "id", "transcript")
+
+    def __init__(self) -> None:
+        self.id: str | None = None
+        self.expires_at: int | None = None
+        self.data: list[str] = []
+        self.transcript: list[str] = []
+
+
 class _ChoiceState:
     __slots__ = (
+        "audio",
         "content",
         "extra_text",
         "finish_reason",
@@ -62,6 +74,7 @@ class _ChoiceState:
         self.finish_reason: FinishReason | None = None
         self.logprobs: list[TokenLogprob] | None = None
         self.extra_text: dict[str, list[str]] = {}
+        self.audio: _AudioState | None = None
 
 
 def _text(value: Any, what: str) -> str | None:
@@ -138,6 +151,8 @@ class ChatCompletionAccumulator:
                 arguments = _text(delta.function_call.arguments, "delta.function_call.arguments")
                 if arguments:
                     state.function_args.append(arguments)
+            if delta.audio is not None:
+                _add_audio(state, delta.audio)
             for key, value in delta.extra.items():
                 if isinstance(value, str):
                     state.extra_text.setdefault(key, []).append(value)
@@ -189,6 +204,23 @@ def _add_tool_calls(state: _ChoiceState, fragments: list[Any]) -> None:
                 call.custom_input.append(piece)
 
 
+def _add_audio(state: _ChoiceState, audio: ChatCompletionAudio) -> None:
+    """Audio output streams as base64 ``data`` and ``transcript`` pieces, plus its ``id``."""
+    if state.audio is None:
+        state.audio = _AudioState()
+    merged = state.audio
+    if audio.id:
+        merged.id = _text(audio.id, "delta.audio.id")
+    if audio.expires_at is not None:
+        merged.expires_at = audio.expires_at
+    data = _text(audio.data, "delta.audio.data")
+    if data:
+        merged.data.append(data)
+    transcript = _text(audio.transcript, "delta.audio.transcript")
+    if transcript:
+        merged.transcript.append(transcript)
+
+
 def _build_choice(index: int, state: _ChoiceState) -> ChatCompletionChoice:
     message = ChatMessage(
         role=state.role or ChatRole.ASSISTANT,
@@ -222,6 +254,15 @@ def _build_choice(index: int, state: _ChoiceState) -> ChatCompletionChoice:
         message.function_call = FunctionCall(
             name=state.function_name or "", arguments="".join(state.function_args)
         )
+    if state.audio is not None:
+        audio = ChatCompletionAudio(
+            id=state.audio.id,
+            data="".join(state.audio.data),
+            transcript="".join(state.audio.transcript),
+        )
+        if state.audio.expires_at is not None:
+            audio.expires_at = state.audio.expires_at
+        message.audio = audio
     if state.extra_text:
         message.extra = {key: "".join(parts) for key, parts in state.extra_text.items()}
     choice = ChatCompletionChoice(index=index, message=message, finish_reason=state.finish_reason)

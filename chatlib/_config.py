@@ -12,6 +12,7 @@ from typing import Any, Union
 
 import attrs
 
+from chatlib._headers import check_header_value, check_headers
 from chatlib.errors import InvalidArgumentError, MissingAPIKeyError
 
 __all__ = ["DEFAULT_BASE_URL", "ClientConfig", "Secret", "Timeout", "TimeoutLike", "client_repr"]
@@ -101,6 +102,10 @@ def _byte_limit(name: str, value: int | None, default: int) -> int:
     return value
 
 
+def _reveal(secret: Secret | None) -> str | None:
+    return None if secret is None else secret.reveal()
+
+
 def _env(name: str) -> str | None:
     value = os.environ.get(name)
     return value if value else None
@@ -151,8 +156,16 @@ class ClientConfig:
                 "base_url", f"must start with http:// or https://, got {url!r}"
             )
         key = api_key if api_key is not None else _env("OPENAI_API_KEY")
-        if key is not None and not isinstance(key, str):
-            raise InvalidArgumentError("api_key", "must be a string")
+        if key is not None:
+            if not isinstance(key, str):
+                raise InvalidArgumentError("api_key", "must be a string")
+            # A key read from a file keeps its newline; spaces around a key are never part of it.
+            key = check_header_value("api_key", key.strip())
+        for name, value in (("organization", organization), ("project", project)):
+            if value is not None:
+                check_header_value(name, value)
+        if default_headers is not None:
+            check_headers("default_headers", default_headers)
         if not key and url.rstrip("/") == DEFAULT_BASE_URL:
             raise MissingAPIKeyError(
                 "No API key: pass api_key=... or set the OPENAI_API_KEY environment variable. "
@@ -176,19 +189,32 @@ class ClientConfig:
         )
 
     def with_changes(
-        self, *, timeout: TimeoutLike | None = None, max_retries: int | None = None
+        self,
+        *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        organization: str | None = None,
+        project: str | None = None,
+        timeout: TimeoutLike | None = None,
+        max_retries: int | None = None,
+        default_headers: Mapping[str, str] | None = None,
+        default_query: Mapping[str, str] | None = None,
     ) -> ClientConfig:
-        """A copy with a new timeout and/or retry budget (``None`` keeps the current one)."""
-        changes: dict[str, Any] = {}
-        if timeout is not None:
-            changes["timeout"] = Timeout.of(timeout)
-        if max_retries is not None:
-            if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
-                raise InvalidArgumentError(
-                    "max_retries", f"must be an int >= 0, got {max_retries!r}"
-                )
-            changes["max_retries"] = max_retries
-        return attrs.evolve(self, **changes)
+        """A copy with some settings changed (``None`` keeps the current one), checked as
+        the constructor checks them; ``default_headers``/``default_query`` are merged in."""
+        return ClientConfig.resolve(
+            api_key=api_key if api_key is not None else _reveal(self.api_key),
+            base_url=base_url or self.base_url,
+            organization=organization if organization is not None else self.organization,
+            project=project if project is not None else self.project,
+            default_headers={**self.default_headers, **(default_headers or {})},
+            default_query={**self.default_query, **(default_query or {})},
+            timeout=timeout if timeout is not None else self.timeout,
+            max_retries=max_retries if max_retries is not None else self.max_retries,
+            require_done=self.require_done,
+            max_body_bytes=self.max_body_bytes,
+            max_line_bytes=self.max_line_bytes,
+        )
 
     def pickle_state(self, *, custom_transport: bool) -> dict[str, Any]:
         """What a pickled client carries: every setting but the API key."""

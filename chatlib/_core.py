@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import platform
 from collections import deque
-from collections.abc import Callable, Generator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Mapping
 from typing import Any, TypeVar, Union
 from urllib.parse import urlencode, urljoin, urlsplit
 
@@ -766,6 +766,18 @@ class Call:
         )
 
 
+def _foreign_message(message: Any) -> Any:
+    """A message object from another library as a dict: the official SDK's pydantic models
+    (``resp.choices[0].message`` of ``openai``) and anything else with ``model_dump``."""
+    dump = getattr(message, "model_dump", None)
+    if callable(dump) and not isinstance(message, (ChatMessage, Mapping)):
+        try:
+            return dump(exclude_unset=True, mode="json")
+        except TypeError:
+            return dump()
+    return message
+
+
 def plan_call(
     config: ClientConfig,
     request: CreateChatCompletionRequest | None,
@@ -795,9 +807,13 @@ def plan_call(
                 raise InvalidArgumentError(required, "is required")
         messages = params["messages"]
         if messages.__class__ is not list and (
-            isinstance(messages, Sequence) and not isinstance(messages, (str, bytes, list))
+            isinstance(messages, Iterable) and not isinstance(messages, (str, bytes, Mapping))
         ):
-            params["messages"] = list(messages)
+            messages = params["messages"] = list(messages)  # a tuple, a generator...
+        if messages.__class__ is list and not all(
+            m.__class__ is dict or isinstance(m, (ChatMessage, Mapping)) for m in messages
+        ):
+            params["messages"] = [_foreign_message(m) for m in messages]
         if stream is not None and not force_stream:
             params["stream"] = stream
         request = CreateChatCompletionRequest(**params)

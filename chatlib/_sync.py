@@ -614,14 +614,40 @@ class SyncChat:
         return completion
 
     def with_options(
-        self, *, timeout: TimeoutLike | None = None, max_retries: int | None = None
+        self,
+        *,
+        timeout: TimeoutLike | None = None,
+        max_retries: int | None = None,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        organization: str | None = None,
+        project: str | None = None,
+        default_headers: Mapping[str, str] | None = None,
+        default_query: Mapping[str, str] | None = None,
     ) -> SyncChat:
-        """A copy with other settings that shares this client's connection pool."""
+        """A copy with other settings that shares this client's connection pool (closing
+        it leaves the pool open). Headers and query parameters are merged into the current
+        ones; ``None`` keeps a setting as it is."""
         clone = object.__new__(SyncChat)
         clone.__dict__.update(self.__dict__)
-        clone._config = self._config.with_changes(timeout=timeout, max_retries=max_retries)
+        clone._config = self._config.with_changes(
+            timeout=timeout,
+            max_retries=max_retries,
+            api_key=api_key,
+            base_url=base_url,
+            organization=organization,
+            project=project,
+            default_headers=default_headers,
+            default_query=default_query,
+        )
         clone._owns_transport = False
         return clone
+
+    def __copy__(self) -> SyncChat:
+        return self.with_options()
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> SyncChat:
+        return self.with_options()  # a connection pool is shared, never copied
 
     def close(self) -> None:
         """Close the connection pool (a transport or session you passed in stays open)."""

@@ -9,6 +9,7 @@ from typing import Any
 
 import attrs
 
+from chatlib._headers import check_headers
 from chatlib.errors import InvalidArgumentError
 from chatlib.models import ChatMessage, CreateChatCompletionRequest
 
@@ -28,9 +29,7 @@ _RANGES: dict[str, tuple[float | None, float | None]] = {
     "frequency_penalty": (-2, 2),
     "presence_penalty": (-2, 2),
     "top_logprobs": (0, 20),
-    "n": (1, None),
-    "max_tokens": (1, None),
-    "max_completion_tokens": (1, None),
+    "n": (1, 128),
 }
 _INTS = frozenset({"n", "max_tokens", "max_completion_tokens", "top_logprobs", "seed"})
 _FLOATS = frozenset({"temperature", "top_p", "frequency_penalty", "presence_penalty"})
@@ -184,10 +183,16 @@ def validate_request(request: CreateChatCompletionRequest) -> None:
     for i, message in enumerate(messages):
         _check_message(message, f"messages[{i}]")
     _check_scalars(request)
-    if request.stop is not None and not (
-        isinstance(request.stop, str)
-        or (isinstance(request.stop, list) and all(isinstance(s, str) for s in request.stop))
+    stop = request.stop
+    if stop is not None and not (
+        isinstance(stop, str)
+        or (
+            isinstance(request.stop, (list, tuple))
+            and all(isinstance(s, str) for s in request.stop)
+        )
     ):
         raise _fail("stop", "must be a string or a list of strings")
     if request.tools is not None:
         _check_tools(request.tools)
+    if request.extra_headers:
+        check_headers("extra_headers", request.extra_headers)

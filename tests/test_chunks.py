@@ -708,3 +708,21 @@ def test_logprobs_are_concatenated_per_choice() -> None:
     choice = result(parser).choices[0]
     assert [t.token for t in choice.logprobs.content] == ["He", "y"]
     assert choice.message.content == "Hey"
+
+
+def test_streamed_audio_output_is_merged_like_text() -> None:
+    data = (
+        frame(chunk({"role": "assistant", "audio": {"id": "audio_1", "transcript": "Hel"}}))
+        + frame(chunk({"audio": {"data": "UklG", "transcript": "lo"}}))
+        + frame(chunk({"audio": {"data": "RiQA", "expires_at": 1741570000}}, finish="stop"))
+        + DONE
+    )
+    _, parser = parse(data)
+    audio = result(parser).choices[0].message.audio
+    assert audio is not None
+    assert (audio.id, audio.transcript, audio.data, audio.expires_at) == (
+        "audio_1",
+        "Hello",
+        "UklGRiQA",
+        1741570000,
+    )

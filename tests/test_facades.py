@@ -7,6 +7,7 @@ Every chat-completions request body the SDK sends in this module is checked agai
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -994,6 +995,55 @@ def test_closing_a_with_options_copy_keeps_the_original_working(
     copy.close()
     assert client.create(model=MODEL, messages=USER).text == "Echo: Hello there"
     assert text_of(client.stream_all(model=MODEL, messages=USER)) == "Echo: Hello there"
+
+
+def test_with_options_changes_key_headers_query_and_server_for_the_copy_only(
+    facade: Any, server: LocalServer
+) -> None:
+    client = facade.client(
+        base_url="http://127.0.0.1:9/v1",  # nothing listens there: only the copy can work
+        api_key="sk-original",
+        default_headers={"X-Team": "a"},
+    )
+    copy = client.with_options(
+        base_url=server.base_url,
+        api_key="sk-other",
+        default_headers={"X-Trace": "t"},
+        default_query={"v": "2"},
+        organization="org-2",
+    )
+    assert copy.create(model=MODEL, messages=USER).text == "Echo: Hello there"
+    sent = server.requests[-1]
+    assert sent.headers["authorization"] == "Bearer sk-other"
+    assert (sent.headers["x-team"], sent.headers["x-trace"]) == ("a", "t")  # merged
+    assert sent.headers["openai-organization"] == "org-2"
+    assert sent.query == {"v": "2"}
+    assert client.raw.config.base_url == "http://127.0.0.1:9/v1"
+    assert "sk-other" not in repr(copy.raw)
+
+
+def test_with_options_checks_what_it_is_given(facade: Any, server: LocalServer) -> None:
+    client = facade.client(base_url=server.base_url)
+    with pytest.raises(InvalidArgumentError) as info:
+        client.with_options(api_key="sk-bad\nkey")
+    assert info.value.field == "api_key"
+    with pytest.raises(InvalidArgumentError):
+        client.with_options(base_url="ftp://nowhere")
+
+
+@pytest.mark.parametrize("how", [copy.copy, copy.deepcopy], ids=["copy", "deepcopy"])
+def test_copying_a_client_keeps_its_key_and_shares_its_pool(
+    facade: Any, server: LocalServer, monkeypatch: pytest.MonkeyPatch, how: Any
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-from-env")  # must not replace the explicit key
+    client = facade.client(base_url=server.base_url, api_key="sk-explicit")
+    twin = how(client.raw)
+    assert twin is not client.raw and twin.transport is client.raw.transport
+    duplicate = type(client)(facade, twin)
+    assert duplicate.create(model=MODEL, messages=USER).text == "Echo: Hello there"
+    assert server.requests[-1].headers["authorization"] == "Bearer sk-explicit"
+    duplicate.close()  # a copy does not own the pool
+    assert client.create(model=MODEL, messages=USER).text == "Echo: Hello there"
 
 
 def test_closing_a_client_twice_is_fine(facade: Any, server: LocalServer) -> None:

@@ -129,12 +129,18 @@ REQUESTS: dict[str, dict[str, Any]] = {
 
 
 def _without_null_content_beside_tool_calls(body: dict[str, Any]) -> dict[str, Any]:
-    """chatlib's one deliberate difference: an assistant message with tool calls goes out
-    without ``"content": null`` (llama.cpp's server answers 500 to it; the schema makes
-    ``content`` optional there, so every other server reads both forms the same)."""
+    """chatlib's deliberate differences, for assistant messages only: with tool calls, no
+    ``"content": null`` (llama.cpp's server answers 500 to it; the schema makes ``content``
+    optional there); and a message copied from a response goes back without the fields the
+    request schema does not take (``annotations``, ``"refusal": null``)."""
     for message in body["messages"]:
+        if message.get("role") != "assistant":
+            continue
         if message.get("tool_calls") and message.get("content", "") is None:
             del message["content"]
+        message.pop("annotations", None)
+        if message.get("refusal", "") is None:
+            del message["refusal"]
     return body
 
 
@@ -262,3 +268,17 @@ def test_an_error_maps_to_the_same_exception(
     assert my_error.body == their_error.body
     assert my_error.server_message == their_error.body["message"]
     assert their_error.body["message"] in str(my_error)
+
+
+def test_a_message_object_of_the_official_sdk_can_be_sent_back(
+    clients: tuple[Any, SyncChat], server: LocalServer
+) -> None:
+    official, ours = clients
+    reply = Reply(tool_calls=[{"id": "call_1", "name": "get_weather", "arguments": {"c": 1}}])
+    server.enqueue(reply)
+    their_message = official.chat.completions.create(**REQUESTS["minimal"]).choices[0].message
+    history = [USER, their_message, {"role": "tool", "tool_call_id": "call_1", "content": "ok"}]
+    official.chat.completions.create(model="m", messages=history)
+    theirs = server.requests[-1].json()
+    ours.create(model="m", messages=history)
+    assert server.requests[-1].json() == _without_null_content_beside_tool_calls(theirs)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -34,7 +35,7 @@ BAD_CALLS: list[tuple[dict[str, Any], str, str]] = [
     ({"model": "m", "messages": b"Hi"}, "messages", "list"),
     ({"model": "m", "messages": USER}, "messages", "list"),
     ({"model": "m", "messages": None}, "messages", "list"),
-    ({"model": "m", "messages": iter([USER])}, "messages", "list"),
+    ({"model": "m", "messages": 42}, "messages", "list"),
     ({"model": "m", "messages": [{"content": "Hi"}]}, "messages[0].role", "required"),
     ({"model": "m", "messages": [USER, {"role": None, "content": "x"}]}, "messages[1].role", ""),
     ({"model": "m", "messages": [{"role": "", "content": "x"}]}, "messages[0].role", ""),
@@ -79,11 +80,10 @@ BAD_CALLS: list[tuple[dict[str, Any], str, str]] = [
     ({"model": "m", "messages": [USER], "presence_penalty": 2.5}, "presence_penalty", "between"),
     ({"model": "m", "messages": [USER], "frequency_penalty": -3}, "frequency_penalty", "between"),
     ({"model": "m", "messages": [USER], "n": 1.5}, "n", "integer"),
-    ({"model": "m", "messages": [USER], "n": 0}, "n", ">= 1"),
+    ({"model": "m", "messages": [USER], "n": 0}, "n", "between 1 and 128"),
     ({"model": "m", "messages": [USER], "n": True}, "n", "integer"),
-    ({"model": "m", "messages": [USER], "max_tokens": 0}, "max_tokens", ">= 1"),
     ({"model": "m", "messages": [USER], "max_tokens": "100"}, "max_tokens", "integer"),
-    ({"model": "m", "messages": [USER], "max_completion_tokens": -5}, "max_completion_tokens", ""),
+    ({"model": "m", "messages": [USER], "n": 129}, "n", "between 1 and 128"),
     ({"model": "m", "messages": [USER], "seed": 1.0}, "seed", "integer"),
     ({"model": "m", "messages": [USER], "top_logprobs": 21}, "top_logprobs", "between 0 and 20"),
     ({"model": "m", "messages": [USER], "top_logprobs": -1}, "top_logprobs", "between"),
@@ -250,3 +250,73 @@ def test_no_request_reaches_the_transport(params: dict[str, Any]) -> None:
     with pytest.raises(InvalidArgumentError):
         chat.stream(**params)
     assert transport.requests == []
+
+
+def test_any_iterable_of_messages_and_a_tuple_of_stops_are_accepted() -> None:
+    call = plan(model="m", messages=(m for m in [USER]), stop=("\n\n", "END"))
+    body = json.loads(call.http_request.body or b"")
+    assert body["messages"] == [USER]
+    assert body["stop"] == ["\n\n", "END"]
+
+
+@pytest.mark.parametrize("value", [0, -1])
+def test_max_tokens_has_no_minimum_as_in_the_schema(value: int) -> None:
+    # llama-cpp-python reads max_tokens <= 0 as "no limit"; the schema sets no minimum.
+    call = plan(model="m", messages=[USER], max_tokens=value, max_completion_tokens=value)
+    body = json.loads(call.http_request.body or b"")
+    assert (body["max_tokens"], body["max_completion_tokens"]) == (value, value)
+
+
+# ---------------------------------------------------------------- what may go in a header
+
+SECRET = "sk-header-secret-42"
+
+
+def test_a_key_read_with_its_trailing_newline_is_stripped() -> None:
+    config = ClientConfig.resolve(api_key=f"  {SECRET}\n", base_url="http://127.0.0.1:9/v1")
+    assert config.api_key is not None and config.api_key.reveal() == SECRET
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"api_key": "sk-a\nInjected: 1"}, "api_key"),
+        ({"api_key": "sk-pasted…"}, "api_key"),
+        ({"organization": "org\r\n"}, "organization"),
+        ({"default_headers": {"X-N": 1}}, "default_headers['X-N']"),
+        ({"default_headers": {"X-A": "a\r\nInjected: 1"}}, "default_headers['X-A']"),
+        ({"default_headers": {"Bad Name": "v"}}, "default_headers"),
+    ],
+)
+def test_header_values_that_cannot_be_sent_fail_at_construction_without_echoing(
+    kwargs: dict[str, Any], field: str
+) -> None:
+    with pytest.raises(InvalidArgumentError) as info:
+        ClientConfig.resolve(base_url="http://127.0.0.1:9/v1", **kwargs)
+    assert info.value.field == field
+    for value in kwargs.values():
+        shown = value if isinstance(value, str) else str(next(iter(value.values())))
+        if len(shown) > 3:
+            assert shown not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("headers", "field"),
+    [
+        ({"X-N": 1}, "extra_headers['X-N']"),
+        ({"X-A": f"{SECRET}\n"}, "extra_headers['X-A']"),
+        ({"X-A": "café ☕"}, "extra_headers['X-A']"),
+    ],
+)
+def test_bad_extra_headers_fail_before_sending_naming_the_header(
+    headers: dict[str, Any], field: str
+) -> None:
+    with pytest.raises(InvalidArgumentError) as info:
+        plan(model="m", messages=[USER], extra_headers=headers)
+    assert info.value.field == field
+    assert SECRET not in str(info.value)
+
+
+def test_latin_1_header_values_are_fine() -> None:
+    call = plan(model="m", messages=[USER], extra_headers={"X-Name": "café\tau lait"})
+    assert call.http_request.headers["X-Name"] == "café\tau lait"
