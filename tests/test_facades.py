@@ -895,7 +895,7 @@ def test_base_url_and_key_from_the_environment(
 INVALID_CALLS = [
     pytest.param({"temprature": 0.5}, "temprature", "did you mean 'temperature'", id="typo"),
     pytest.param({"temperature": 5}, "temperature", "between 0 and 2", id="temperature-5"),
-    pytest.param({"n": 0}, "n", ">= 1", id="n-0"),
+    pytest.param({"n": 0}, "n", "between 1 and 128", id="n-0"),
     pytest.param({"messages": []}, "messages", "at least one", id="no-messages"),
     pytest.param({"model": ""}, "model", "non-empty", id="empty-model"),
     pytest.param(
