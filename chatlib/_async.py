@@ -20,7 +20,18 @@ import aiohttp
 from typing_extensions import Self, Unpack
 
 from chatlib._config import ClientConfig, TimeoutLike, client_repr
-from chatlib._core import BodyCollector, Call, Command, HttpRequest, ReadBody, Send, plan_call
+from chatlib._core import (
+    DRAIN_BYTES,
+    DRAIN_SECONDS,
+    BodyCollector,
+    Call,
+    Command,
+    HttpRequest,
+    ReadBody,
+    Send,
+    plan_call,
+)
+from chatlib._headers import safe_url, scrub
 from chatlib._params import with_request_signature
 from chatlib._transport import AsyncResponse, AsyncTransport
 from chatlib.errors import (
@@ -39,7 +50,6 @@ from chatlib.models import (
 
 __all__ = ["AiohttpTransport", "AsyncChat", "AsyncChatStream"]
 
-_DRAIN_LIMIT = 64 * 1024
 _INHERITED: list[aiohttp.ClientSession] = []  # sessions a forked child must never close
 
 
@@ -47,8 +57,10 @@ def _translate(exc: BaseException, url: str) -> APIConnectionError:
     if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError, TimeoutError)):
         # aiohttp's total-deadline timeout is a bare TimeoutError with no message.
         why = str(exc) or "the call outlived its total deadline (timeout.total)"
-        return APITimeoutError(f"Request timed out: {why}", request_url=url)
-    return APIConnectionError(f"Connection error: {type(exc).__name__}: {exc}", request_url=url)
+        return APITimeoutError(scrub(f"Request timed out: {why}", url), request_url=safe_url(url))
+    return APIConnectionError(
+        scrub(f"Connection error: {type(exc).__name__}: {exc}", url), request_url=safe_url(url)
+    )
 
 
 _FAILURES = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
@@ -215,6 +227,14 @@ class AiohttpTransport:
             self._session = None
         else:
             self._abandon()
+
+
+async def _drain(body: AsyncIterator[bytes]) -> None:
+    drained = 0
+    async for piece in body:
+        drained += len(piece)
+        if drained > DRAIN_BYTES:
+            break
 
 
 class _LoopShutdownGuard:
@@ -401,13 +421,9 @@ class AsyncChatStream(AsyncIterator[CreateChatCompletionChunk]):
             return
         try:
             if self._state is not None and self._state.parser.done and self._body is not None:
-                drained = 0
-                async for piece in self._body:
-                    drained += len(piece)
-                    if drained > _DRAIN_LIMIT:
-                        break
-        except APIError:
-            pass
+                await asyncio.wait_for(_drain(self._body), DRAIN_SECONDS)
+        except (APIError, asyncio.TimeoutError):
+            pass  # the connection is closed instead of reused
         finally:
             await self._response.aclose()
 

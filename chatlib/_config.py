@@ -12,7 +12,7 @@ from typing import Any, Union
 
 import attrs
 
-from chatlib._headers import check_header_value, check_headers
+from chatlib._headers import check_header_value, check_headers, safe_url
 from chatlib.errors import InvalidArgumentError, MissingAPIKeyError
 
 __all__ = ["DEFAULT_BASE_URL", "ClientConfig", "Secret", "Timeout", "TimeoutLike", "client_repr"]
@@ -151,6 +151,8 @@ class ClientConfig:
             InvalidArgumentError: a malformed argument, named.
         """
         url = base_url or _env("OPENAI_BASE_URL") or DEFAULT_BASE_URL
+        if not isinstance(url, str):
+            raise InvalidArgumentError("base_url", f"must be a string, got {type(url).__name__}")
         if not url.startswith(("http://", "https://")):
             raise InvalidArgumentError(
                 "base_url", f"must start with http:// or https://, got {url!r}"
@@ -166,6 +168,10 @@ class ClientConfig:
                 check_header_value(name, value)
         if default_headers is not None:
             check_headers("default_headers", default_headers)
+        if default_query is not None and not isinstance(default_query, Mapping):
+            raise InvalidArgumentError(
+                "default_query", f"must be a mapping, got {type(default_query).__name__}"
+            )
         if not key and url.rstrip("/") == DEFAULT_BASE_URL:
             raise MissingAPIKeyError(
                 "No API key: pass api_key=... or set the OPENAI_API_KEY environment variable. "
@@ -245,6 +251,6 @@ def client_repr(name: str, config: ClientConfig) -> str:
     """How a client shows itself: where it points and how, never its key."""
     key = "set" if config.api_key is not None else "none"
     return (
-        f"{name}(base_url={config.base_url!r}, api_key={key}, "
+        f"{name}(base_url={safe_url(config.base_url)!r}, api_key={key}, "
         f"max_retries={config.max_retries}, timeout={config.timeout!r})"
     )

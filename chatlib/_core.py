@@ -20,6 +20,7 @@ import attrs
 from chatlib import __version__, _log
 from chatlib._accumulate import ChatCompletionAccumulator
 from chatlib._config import ClientConfig, Timeout, TimeoutLike
+from chatlib._headers import is_credential, redact, safe_url
 from chatlib._retry import RetryPolicy
 from chatlib._serde import ModelShapeError, converter, make_unstructurer, unstructure
 from chatlib._validate import check_param_names, validate_request
@@ -56,7 +57,10 @@ __all__ = [
 ]
 
 _R = TypeVar("_R")
-_SECRET_HEADERS = frozenset({"authorization", "api-key", "x-api-key", "proxy-authorization"})
+# After ``[DONE]`` a stream reads on to the end of its body, so the connection can be reused:
+# at most this much, for at most this long; else the connection is closed instead.
+DRAIN_BYTES = 64 * 1024
+DRAIN_SECONDS = 0.25
 _USER_AGENT = f"chatlib/{__version__} python/{platform.python_version()}"
 _ASSISTANT_RESPONSE_ONLY = ("annotations",)
 # Only the redirects that keep the method and body: a 301/302/303 would turn the POST into a
@@ -64,8 +68,6 @@ _ASSISTANT_RESPONSE_ONLY = ("annotations",)
 _REDIRECTS = frozenset({307, 308})
 _MAX_REDIRECTS = 5
 _DEFAULT_PORTS = {"http": 80, "https": 443}
-# Header names that may carry a credential; never sent to another origin after a redirect.
-_CREDENTIAL_MARKS = ("auth", "key", "token", "secret", "cookie", "session", "password")
 
 
 @attrs.frozen(repr=False)
@@ -80,12 +82,7 @@ class HttpRequest:
     stream: bool = False
 
     def __repr__(self) -> str:
-        return f"HttpRequest({self.method} {self.url}, headers={redact(self.headers)!r})"
-
-
-def redact(headers: Mapping[str, str]) -> dict[str, str]:
-    """A copy of ``headers`` with credentials replaced by ``'<redacted>'``."""
-    return {k: ("<redacted>" if k.lower() in _SECRET_HEADERS else v) for k, v in headers.items()}
+        return f"HttpRequest({self.method} {safe_url(self.url)}, headers={redact(self.headers)!r})"
 
 
 # ---------------------------------------------------------------- commands of the flow
@@ -194,7 +191,12 @@ def build_request(
 ) -> HttpRequest:
     """Validate ``request`` and turn it into an :class:`HttpRequest` for ``config``'s server."""
     validate_request(request)
-    body = request_body(request, stream=stream)
+    try:
+        body = request_body(request, stream=stream)
+    except RecursionError:
+        raise InvalidArgumentError(
+            "messages", "nested too deeply to send (does a message contain itself?)"
+        ) from None
     try:
         payload = _encode_json(body)
     except (TypeError, ValueError) as exc:
@@ -448,11 +450,6 @@ def _origin(url: str) -> tuple[str, str, int | None]:
     return scheme, (parts.hostname or "").lower(), parts.port or _DEFAULT_PORTS.get(scheme)
 
 
-def _is_credential(name: str) -> bool:
-    lowered = name.lower()
-    return lowered != "idempotency-key" and any(mark in lowered for mark in _CREDENTIAL_MARKS)
-
-
 def follow_redirect(request: HttpRequest, status: int, location: str) -> HttpRequest:
     """The request to send after a ``status`` redirect to ``location``.
 
@@ -465,7 +462,7 @@ def follow_redirect(request: HttpRequest, status: int, location: str) -> HttpReq
     url = urljoin(request.url, location)
     headers = dict(request.headers)
     if _origin(url) != _origin(request.url):
-        headers = {name: value for name, value in headers.items() if not _is_credential(name)}
+        headers = {name: value for name, value in headers.items() if not is_credential(name)}
     method, body = request.method, request.body
     if status == 303 or (status in (301, 302) and method == "POST"):
         method, body = "GET", None

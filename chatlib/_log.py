@@ -32,7 +32,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from chatlib._headers import redact, safe_url
 
 if TYPE_CHECKING:
     from chatlib._core import HttpRequest
@@ -42,38 +43,14 @@ __all__ = ["debug_enabled", "log_outcome", "log_retry", "log_send", "logger", "s
 logger = logging.getLogger("chatlib")
 logger.addHandler(logging.NullHandler())
 
-_SECRET_QUERY = frozenset({"key", "api-key", "api_key", "apikey", "access_token", "token"})
-
 
 def debug_enabled() -> bool:
     """Whether the ``chatlib`` logger would emit a DEBUG record (cheap: cached by logging)."""
     return logger.isEnabledFor(logging.DEBUG)
 
 
-def safe_url(url: str) -> str:
-    """``url`` without a password in its authority nor credential-like query values."""
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if "@" in netloc:
-        netloc = "<redacted>@" + netloc.rsplit("@", 1)[1]
-    query = parts.query
-    if query and any(name.lower() in _SECRET_QUERY for name, _ in parse_qsl(query)):
-        query = urlencode(
-            [
-                (name, "<redacted>" if name.lower() in _SECRET_QUERY else value)
-                for name, value in parse_qsl(query, keep_blank_values=True)
-            ],
-            safe="<>",
-        )
-    if netloc is parts.netloc and query is parts.query:
-        return url
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-
-
 def log_send(request: HttpRequest, attempt: int) -> None:
     """One record: ``request`` (attempt ``attempt``) is being sent."""
-    from chatlib._core import redact
-
     url = safe_url(request.url)
     size = 0 if request.body is None else len(request.body)
     logger.debug(

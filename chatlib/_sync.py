@@ -25,10 +25,21 @@ import urllib3.exceptions
 from typing_extensions import Self, Unpack
 
 from chatlib._config import ClientConfig, TimeoutLike, client_repr
-from chatlib._core import BodyCollector, Call, Command, HttpRequest, ReadBody, Send, plan_call
+from chatlib._core import (
+    DRAIN_BYTES,
+    DRAIN_SECONDS,
+    BodyCollector,
+    Call,
+    Command,
+    HttpRequest,
+    ReadBody,
+    Send,
+    plan_call,
+)
+from chatlib._headers import safe_url, scrub
 from chatlib._params import with_request_signature
 from chatlib._transport import SyncResponse, SyncTransport
-from chatlib._watchdog import watchdog
+from chatlib._watchdog import Watch, watchdog
 from chatlib.errors import APIConnectionError, APIError, APITimeoutError, BodyTooLargeError
 from chatlib.models import (
     ChatCompletionParams,
@@ -38,8 +49,6 @@ from chatlib.models import (
 )
 
 __all__ = ["ChatStream", "RequestsTransport", "SyncChat"]
-
-_DRAIN_LIMIT = 64 * 1024
 
 
 def _translate(exc: BaseException, url: str) -> APIConnectionError:
@@ -53,8 +62,12 @@ def _translate(exc: BaseException, url: str) -> APIConnectionError:
             TimeoutError,
         ),
     ) or isinstance(inner, urllib3.exceptions.TimeoutError):
-        return APITimeoutError(f"Request timed out: {type(exc).__name__}: {exc}", request_url=url)
-    return APIConnectionError(f"Connection error: {type(exc).__name__}: {exc}", request_url=url)
+        return APITimeoutError(
+            scrub(f"Request timed out: {type(exc).__name__}: {exc}", url), request_url=safe_url(url)
+        )
+    return APIConnectionError(
+        scrub(f"Connection error: {type(exc).__name__}: {exc}", url), request_url=safe_url(url)
+    )
 
 
 _FAILURES = (requests.RequestException, urllib3.exceptions.HTTPError, OSError)
@@ -63,61 +76,67 @@ _FAILURES = (requests.RequestException, urllib3.exceptions.HTTPError, OSError)
 class _RequestsResponse:
     """A ``requests.Response`` behind the :class:`SyncResponse` protocol."""
 
-    __slots__ = ("_deadline", "_read", "_response", "_url", "headers", "status_code")
+    __slots__ = ("_deadline", "_response", "_url", "_watch", "headers", "status_code")
 
     def __init__(
-        self,
-        response: requests.Response,
-        url: str,
-        *,
-        deadline: float | None = None,
-        read_timeout: float | None = None,
+        self, response: requests.Response, url: str, *, deadline: float | None = None
     ) -> None:
         self._response = response
         self._url = url
         self._deadline = deadline
-        self._read = read_timeout
+        self._watch: Watch | None = None
         self.status_code = response.status_code
         self.headers: Mapping[str, str] = response.headers
 
-    def _arm(self) -> None:
-        """Shorten the socket's read timeout to what is left of the total deadline, so a
-        stall or a slow trickle cannot carry a call past ``timeout.total``."""
-        if self._deadline is None:
-            return
-        left = self._deadline - time.monotonic()
-        if left <= 0:
-            raise APITimeoutError(
-                "the call outlived its total deadline (timeout.total)", request_url=self._url
-            )
-        if self._read is None or left < self._read:
-            connection = getattr(self._response.raw, "_connection", None)
-            sock = getattr(connection, "sock", None)
-            if sock is not None:
-                sock.settimeout(left)
+    def _timed_out(self) -> APITimeoutError:
+        return APITimeoutError(
+            "Request timed out: the call outlived its total deadline (timeout.total)",
+            request_url=safe_url(self._url),
+        )
 
     def iter_bytes(self) -> Iterator[bytes]:
+        """The body, piece by piece as it arrives, within the call's total deadline: the
+        watchdog shuts the socket down when it passes, even in the middle of a chunk."""
         raw = self._response.raw
+        deadline = self._deadline
+        if deadline is not None and self._watch is None:
+            sock = getattr(getattr(raw, "_connection", None), "sock", None)
+            if sock is not None:
+                self._watch = watchdog.watch(deadline, sock)
         try:
-            self._arm()
             if raw.chunked or not hasattr(raw, "read1"):
-                for piece in self._response.iter_content(chunk_size=None):
-                    if piece:
-                        yield piece
-                    self._arm()
+                pieces: Iterator[bytes] = self._response.iter_content(chunk_size=None)
             else:
                 # Not chunked: read1 hands over whatever has arrived, so a stream without
                 # chunked encoding (HTTP/1.0 style, close-delimited) is still incremental.
-                while True:
-                    piece = raw.read1(65536, decode_content=True)
-                    if not piece:
-                        break
+                pieces = iter(lambda: raw.read1(65536, decode_content=True), b"")
+            for piece in pieces:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise self._timed_out()
+                if piece:
                     yield piece
-                    self._arm()
+            if self._watch is not None and self._watch.fired:
+                raise self._timed_out()  # the body "ended" because the watchdog cut it short
         except _FAILURES as exc:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise self._timed_out() from None
             raise _translate(exc, self._url) from None
+        finally:
+            self._unwatch()
+
+    def settle(self, seconds: float) -> None:
+        """Wait at most ``seconds`` for each further read (the end of a finished stream)."""
+        sock = getattr(getattr(self._response.raw, "_connection", None), "sock", None)
+        if sock is not None:
+            sock.settimeout(seconds)
+
+    def _unwatch(self) -> None:
+        watch, self._watch = self._watch, None
+        if watch is not None:
+            watchdog.cancel(watch)
 
     def close(self) -> None:
+        self._unwatch()  # before the connection can go back to the pool
         self._response.close()
 
 
@@ -138,6 +157,8 @@ def _deadline_watch(sock: Any) -> Iterator[None]:
         yield
     finally:
         watchdog.cancel(watch)
+    if watch.fired:  # the headers "ended" because the watchdog cut them short
+        raise TimeoutError("the call outlived its total deadline (timeout.total)")
 
 
 class _HTTPResponse(http.client.HTTPResponse):
@@ -270,14 +291,12 @@ class RequestsTransport:
             if deadline is not None and time.monotonic() >= deadline:
                 raise APITimeoutError(
                     "Request timed out: the call outlived its total deadline (timeout.total)",
-                    request_url=request.url,
+                    request_url=safe_url(request.url),
                 ) from None
             raise _translate(exc, request.url) from None
         finally:
             _DEADLINE.reset(context)
-        return _RequestsResponse(
-            response, request.url, deadline=deadline, read_timeout=timeout.read
-        )
+        return _RequestsResponse(response, request.url, deadline=deadline)
 
     def close(self) -> None:
         """Close the pool (a session passed in by the caller is left open)."""
@@ -402,10 +421,13 @@ class ChatStream(Iterator[CreateChatCompletionChunk]):
         self._closed = True
         try:
             if self._state.parser.done:  # a clean end: what follows [DONE] is tiny
+                settle = getattr(self._response, "settle", None)
+                if settle is not None:
+                    settle(DRAIN_SECONDS)
                 drained = 0
                 for piece in self._body:
                     drained += len(piece)
-                    if drained > _DRAIN_LIMIT:
+                    if drained > DRAIN_BYTES:
                         break
         except APIError:
             pass

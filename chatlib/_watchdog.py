@@ -42,6 +42,7 @@ class _Watchdog:
         self._pid = os.getpid()
         self._cond = threading.Condition()
         self._heap: list[tuple[float, int, Watch]] = []
+        self._cancelled = 0  # cancelled entries still in the heap
         self._order = itertools.count()
         self._thread: threading.Thread | None = None
 
@@ -64,14 +65,24 @@ class _Watchdog:
     def cancel(self, entry: Watch) -> None:
         """Forget ``entry``; it will not fire (it is dropped lazily from the queue)."""
         with self._cond:
+            if not entry.active:
+                return
             entry.active = False
             entry.sock = None  # type: ignore[assignment]  # don't keep the socket alive
+            self._cancelled += 1
+            # Most calls end long before their deadline: rebuild the heap now and then, so
+            # it holds about as many entries as there are calls in flight.
+            if self._cancelled > 64 and 2 * self._cancelled > len(self._heap):
+                self._heap = [item for item in self._heap if item[2].active]
+                heapq.heapify(self._heap)
+                self._cancelled = 0
 
     def _run(self) -> None:
         with self._cond:
             while True:
                 while self._heap and not self._heap[0][2].active:
                     heapq.heappop(self._heap)
+                    self._cancelled = max(0, self._cancelled - 1)
                 if not self._heap:
                     self._cond.wait()
                     continue

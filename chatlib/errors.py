@@ -426,7 +426,14 @@ def error_from_stream_payload(
     if server_message is None:
         server_message = text_snippet(raw_frame) or "the server reported an error mid-stream"
     status = 0
-    if code is not None and code.isdigit() and 400 <= int(code) <= 599:
+    if (
+        code is not None
+        and len(code) == 3
+        and code.isascii()
+        and code.isdigit()
+        and code >= "400"
+        and code <= "599"
+    ):
         status = int(code)
     elif isinstance(payload, dict) and isinstance(payload.get("status_code"), int):
         status = payload["status_code"]

@@ -23,8 +23,8 @@ SLACK = 0.6
 class TricklingServer:
     """Accepts connections and answers each with ``head`` then ``drip`` one byte at a time."""
 
-    def __init__(self, head: bytes, drip: bytes, interval: float = 0.05) -> None:
-        self.head, self.drip, self.interval = head, drip, interval
+    def __init__(self, head: bytes, drip: bytes, interval: float = 0.05, hold: float = 0) -> None:
+        self.head, self.drip, self.interval, self.hold = head, drip, interval, hold
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         self.stopping = threading.Event()
@@ -54,6 +54,7 @@ class TricklingServer:
                         return
                     conn.sendall(bytes([byte]))
                     time.sleep(self.interval)
+                self.stopping.wait(self.hold)  # keep the connection open, saying nothing
             except OSError:
                 return
 
@@ -68,6 +69,11 @@ TRICKLES = {
     "status line": (b"", b"HTTP/1.1 200 OK"),
     "one endless header": (b"HTTP/1.1 200 OK\r\nX-Slow: ", b"a"),
     "header after header": (b"HTTP/1.1 200 OK\r\n", b"X-A: b\r\n"),
+    "inside one body chunk": (
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n1000\r\n",
+        b"a",
+    ),
 }
 
 
@@ -152,6 +158,34 @@ def test_interim_1xx_answers_before_the_real_one_are_skipped(facade: object) -> 
             base_url=f"http://127.0.0.1:{server.port}/v1", max_retries=0, timeout=5
         )
         assert client.create(model="m", messages=[USER]).text == "hello"
+        client.close()
+    finally:
+        server.close()
+
+
+def test_cancelled_watches_do_not_pile_up() -> None:
+    left, right = socket.socketpair()
+    with left, right:
+        for _ in range(2000):
+            watchdog.cancel(watchdog.watch(time.monotonic() + 1800, left))
+        assert len(watchdog._heap) < 200
+
+
+def test_a_finished_stream_does_not_wait_for_a_body_that_never_ends(facade: object) -> None:
+    frame = b'data: {"choices":[{"index":0,"delta":{"content":"hi"}}]}\n\ndata: [DONE]\n\n'
+    head = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n%x\r\n" % len(frame) + frame + b"\r\n"
+    )  # ... and no terminating chunk: the server holds the connection open
+    server = TricklingServer(head, b"", hold=30)
+    try:
+        client = facade.client(  # type: ignore[attr-defined]
+            base_url=f"http://127.0.0.1:{server.port}/v1", timeout=Timeout(read=20)
+        )
+        started = time.monotonic()
+        chunks = client.stream_all(model="m", messages=[USER])
+        assert [chunk.text for chunk in chunks] == ["hi"]
+        assert time.monotonic() - started < 2  # not the 20 s read timeout
         client.close()
     finally:
         server.close()
