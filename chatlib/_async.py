@@ -29,6 +29,7 @@ from chatlib._core import (
     HttpRequest,
     ReadBody,
     Send,
+    origin_of,
     plan_call,
 )
 from chatlib._headers import safe_url, scrub
@@ -126,7 +127,7 @@ class AiohttpTransport:
         self._verify = verify
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pid = os.getpid()
-        self._proxy: str | bool | None = False  # False: not read yet
+        self._proxies: dict[str, str | None] = {}  # by origin: read once per server
         self._guard: _LoopShutdownGuard | None = None
 
     def _ssl(self) -> Any:
@@ -192,8 +193,13 @@ class AiohttpTransport:
     async def send(self, request: HttpRequest) -> _AiohttpResponse:
         """Send ``request``; returns once headers are in (the body is streamed)."""
         session = self._session_for_this_loop()
-        if self._proxy is False:
-            self._proxy = _environment_proxy(request.url) if self._owns_session else None
+        origin = origin_of(request.url)
+        if origin in self._proxies:
+            proxy = self._proxies[origin]
+        else:
+            proxy = self._proxies[origin] = (
+                _environment_proxy(request.url) if self._owns_session else None
+            )
         timeout = request.timeout
         try:
             response = await session.request(
@@ -206,7 +212,7 @@ class AiohttpTransport:
                     sock_connect=timeout.connect,
                     sock_read=timeout.read,
                 ),
-                proxy=self._proxy or None,
+                proxy=proxy,
                 allow_redirects=False,  # the core follows redirects (credentials stay home)
             )
         except _FAILURES as exc:

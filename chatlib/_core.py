@@ -444,6 +444,11 @@ def request_flow(
         attempt += 1
 
 
+def origin_of(url: str) -> str:
+    """``scheme://host:port`` of an absolute ``url``, cheaply (for per-server caches)."""
+    return "/".join(url.split("/", 3)[:3])
+
+
 def _origin(url: str) -> tuple[str, str, int | None]:
     parts = urlsplit(url)
     scheme = parts.scheme.lower()

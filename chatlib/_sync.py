@@ -34,6 +34,7 @@ from chatlib._core import (
     HttpRequest,
     ReadBody,
     Send,
+    origin_of,
     plan_call,
 )
 from chatlib._headers import safe_url, scrub
@@ -236,7 +237,7 @@ class RequestsTransport:
         self._verify = verify
         self._session = session if session is not None else self._new_session()
         self._pid = os.getpid()
-        self._proxies: dict[str, str] | None = None
+        self._proxies: dict[str, dict[str, str]] = {}  # by origin: read once per server
 
     def _new_session(self) -> requests.Session:
         session = requests.Session()
@@ -255,8 +256,10 @@ class RequestsTransport:
         return self._session
 
     def _environment(self, url: str) -> tuple[dict[str, str], bool | str | None]:
-        if self._proxies is None:
-            self._proxies = (
+        origin = origin_of(url)
+        proxies = self._proxies.get(origin)
+        if proxies is None:
+            proxies = self._proxies[origin] = (
                 dict(requests.utils.get_environ_proxies(url)) if self._owns_session else {}
             )
         verify: bool | str | None = self._verify
@@ -266,7 +269,7 @@ class RequestsTransport:
             )
         elif verify is True:
             verify = None  # a session passed in keeps its own ``session.verify`` (CA bundle)
-        return self._proxies, verify
+        return proxies, verify
 
     def send(self, request: HttpRequest) -> _RequestsResponse:
         """Send ``request``; returns once headers are in (the body is streamed)."""

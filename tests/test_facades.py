@@ -1136,3 +1136,19 @@ def test_create_chat_completion_never_streams(facade: Any, server: LocalServer) 
     assert response.text == "Echo: Hello there"
     assert last_body(server).get("stream") is False
     assert request.stream is True  # the caller's request is left as it was
+
+
+def test_proxy_settings_are_read_per_server_not_once_for_all(
+    facade: Any, server: LocalServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with LocalServer() as proxy:
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)
+        monkeypatch.setenv("NO_PROXY", "localhost")
+        monkeypatch.delenv("http_proxy", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        direct = facade.client(base_url=server.base_url.replace("127.0.0.1", "localhost"))
+        assert direct.create(model=MODEL, messages=USER).text == "Echo: Hello there"
+        assert proxy.requests == []  # NO_PROXY: straight to the server
+        via_proxy = direct.with_options(base_url=server.base_url)  # same pool, other host
+        assert via_proxy.create(model=MODEL, messages=USER).text == "Echo: Hello there"
+        assert len(proxy.requests) == 1
