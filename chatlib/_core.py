@@ -381,6 +381,7 @@ def request_flow(
     wall_clock: Callable[[], float],
     rand: Callable[[], float],
     parse: Callable[[int, Mapping[str, str], bytes], _R] | None,
+    deadline: float | None = None,
 ) -> Generator[Command, Any, Any]:
     """Send ``request`` until it succeeds or fails for good, retrying per ``policy``.
 
@@ -389,7 +390,8 @@ def request_flow(
     deadline), ``wall_clock`` Unix time (HTTP-date ``Retry-After``), ``rand`` in [0, 1).
     """
     total = request.timeout.total
-    deadline = None if total is None else clock() + total
+    if deadline is None and total is not None:
+        deadline = clock() + total
     debug = _log.debug_enabled()  # decided once per call: no logging work when off
     started = 0.0
     attempt = 0
@@ -670,7 +672,7 @@ class StreamState:
         self,
         parser: ChunkParser,
         *,
-        timeout: Timeout,
+        deadline: float | None,
         clock: Callable[[], float],
         response_headers: Mapping[str, str],
     ) -> None:
@@ -679,7 +681,7 @@ class StreamState:
         self.finished = False
         self.response_headers = response_headers
         self._clock = clock
-        self._deadline = None if timeout.total is None else clock() + timeout.total
+        self._deadline = deadline  # the call's, fixed when it started: retries count too
         self._accumulator = ChatCompletionAccumulator()
         self._failure: ChatLibError | None = None
 
@@ -724,13 +726,15 @@ class StreamState:
 # ---------------------------------------------------------------- one call, start to stream
 
 
-@attrs.frozen
+@attrs.define
 class Call:
-    """A call ready to run: its request, whether it streams, and the settings it runs under."""
+    """A call ready to run: its request, whether it streams, and the settings it runs under.
+    One per call: :meth:`flow` fixes its total deadline, which its stream then keeps to."""
 
     http_request: HttpRequest
     stream: bool
     config: ClientConfig
+    deadline: float | None = None
 
     def flow(
         self,
@@ -740,6 +744,8 @@ class Call:
         rand: Callable[[], float],
     ) -> Generator[Command, Any, Any]:
         """The send/retry flow of this call (see :func:`request_flow`)."""
+        total = self.http_request.timeout.total
+        self.deadline = None if total is None else clock() + total
         return request_flow(
             self.http_request,
             policy=RetryPolicy(max_retries=self.config.max_retries),
@@ -748,6 +754,7 @@ class Call:
             wall_clock=wall_clock,
             rand=rand,
             parse=None if self.stream else parse_completion,
+            deadline=self.deadline,
         )
 
     def stream_state(
@@ -761,10 +768,7 @@ class Call:
             accumulate=False,
         )
         return StreamState(
-            parser,
-            timeout=self.http_request.timeout,
-            clock=clock,
-            response_headers=response_headers,
+            parser, deadline=self.deadline, clock=clock, response_headers=response_headers
         )
 
 

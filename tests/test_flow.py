@@ -663,3 +663,27 @@ def test_a_redirect_loop_stops_after_five_hops_with_the_redirect_status() -> Non
     assert len(run.sends) == 6
     assert isinstance(run.error, APIStatusError)
     assert run.error.status_code == 308
+
+
+def test_a_stream_keeps_the_deadline_its_call_started_with() -> None:
+    """Time spent on retries before the stream opened counts against ``timeout.total``, even
+    with a transport that does not enforce it itself."""
+    clock = FakeClock()
+    call = plan_call(
+        CONFIG,
+        None,
+        {"model": "m", "messages": [USER]},
+        stream=True,
+        timeout=Timeout(connect=1, read=5, total=10),
+    )
+    run = drive(
+        call.flow(clock=clock, wall_clock=lambda: WALL, rand=lambda: RAND),
+        [Resp(503, {"retry-after": "6"}), Resp(200, {"content-type": "text/event-stream"})],
+        clock=clock,
+    )
+    assert run.sleeps == [6.0]
+    state = call.stream_state({}, clock)
+    state.on_bytes(b'data: {"choices": []}\n\n')  # 6 s in: fine
+    clock.now += 4.5  # 10.5 s after the call began, 4.5 s after the stream opened
+    with pytest.raises(APITimeoutError):
+        state.on_bytes(b'data: {"choices": []}\n\n')

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from chatlib._config import ClientConfig, Timeout
+from chatlib._config import ClientConfig
 from chatlib._core import ChunkParser, StreamState, parse_completion
 from chatlib.errors import APIResponseValidationError, ChatLibError, error_from_response
 
@@ -101,9 +101,7 @@ def _run(pieces: list[bytes], max_line_bytes: int = 4096) -> list[dict[str, Any]
     """Feed a stream the way the facades do; the chunks handed out, or the error's class."""
     config = ClientConfig.resolve(base_url="http://127.0.0.1:9/v1", max_line_bytes=max_line_bytes)
     parser = ChunkParser(request_id=None, max_line_bytes=config.max_line_bytes, accumulate=False)
-    state = StreamState(
-        parser, timeout=Timeout(total=None), clock=time.monotonic, response_headers={}
-    )
+    state = StreamState(parser, deadline=None, clock=time.monotonic, response_headers={})
     out: list[dict[str, Any]] = []
     try:
         for piece in pieces:
