@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import threading
 import time
 import urllib.request
 import uuid
@@ -105,13 +106,40 @@ def _environment_proxy(url: str) -> str | None:
     return proxies.get("https" if url.startswith("https") else "http")
 
 
-class AiohttpTransport:
-    """The default async transport: an ``aiohttp.ClientSession`` made lazily in the running loop.
+class _LoopPool:
+    """One event loop's session, and the guard that closes it when that loop shuts down."""
 
-    The session is created on first use inside the running event loop (never at import or
-    construction), and made anew if the client is used from a new loop after the old one
-    closed (two ``asyncio.run`` calls, a notebook kernel restart) or in a forked child.
-    Proxy settings are read from the environment once.
+    __slots__ = ("guard", "session")
+
+    def __init__(self, session: aiohttp.ClientSession) -> None:
+        self.session = session
+        self.guard = _LoopShutdownGuard(session)
+
+    def discard(self) -> None:
+        """Drop the session of a loop that is gone, without its loop (sync, quiet)."""
+        self.guard.disarm()
+        connector = self.session.connector
+        self.session.detach()
+        if connector is not None:
+            try:
+                connector._close()  # sync; a no-op when its loop is closed
+            except RuntimeError:
+                pass
+
+    async def aclose(self) -> None:
+        """Close the session, in its own loop."""
+        self.guard.disarm()
+        await self.session.close()
+
+
+class AiohttpTransport:
+    """The default async transport: one ``aiohttp.ClientSession`` per event loop, made lazily.
+
+    A session is created on first use inside the running event loop (never at import or
+    construction). A client used from several loops (two ``asyncio.run`` calls, a notebook
+    kernel restart, threads each running their own loop) gets one session per loop, and a
+    forked child gets new ones. A session is closed with its loop; one whose loop is gone is
+    dropped quietly. Proxy settings are read from the environment once per server.
     """
 
     def __init__(
@@ -122,13 +150,13 @@ class AiohttpTransport:
         verify: bool | str = True,
     ) -> None:
         self._owns_session = session is None
-        self._session = session
+        self._session = session  # only when the caller gave one
         self._pool_maxsize = pool_maxsize
         self._verify = verify
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pools: dict[asyncio.AbstractEventLoop, _LoopPool] = {}
+        self._lock = threading.Lock()  # loops in several threads may share this transport
         self._pid = os.getpid()
         self._proxies: dict[str, str | None] = {}  # by origin: read once per server
-        self._guard: _LoopShutdownGuard | None = None
 
     def _ssl(self) -> Any:
         if self._verify is True:
@@ -139,60 +167,49 @@ class AiohttpTransport:
 
         return ssl.create_default_context(cafile=self._verify)
 
-    def _session_for_this_loop(self) -> aiohttp.ClientSession:
-        loop = asyncio.get_running_loop()
-        if not self._owns_session:
-            assert self._session is not None
-            if getattr(self._session, "_loop", loop) is not loop:
-                raise InvalidArgumentError(
-                    "session",
-                    "belongs to another event loop (one that is closed or not running here); "
-                    "an aiohttp session cannot move between loops: make one in this loop, or "
-                    "let AsyncChat make its own",
-                )
-            return self._session
-        stale = self._session is not None and (
-            self._loop is not loop or self._pid != os.getpid() or self._session.closed
-        )
-        if stale:
-            self._abandon()
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self._pool_maxsize, ssl=self._ssl()),
-                timeout=aiohttp.ClientTimeout(total=None),
-                auto_decompress=True,
-                trust_env=False,
+    def _callers_session(self, loop: asyncio.AbstractEventLoop) -> aiohttp.ClientSession:
+        assert self._session is not None
+        if getattr(self._session, "_loop", loop) is not loop:
+            raise InvalidArgumentError(
+                "session",
+                "belongs to another event loop (one that is closed or not running here); "
+                "an aiohttp session cannot move between loops: make one in this loop, or "
+                "let AsyncChat make its own",
             )
-            self._loop = loop
-            self._pid = os.getpid()
-            self._guard = _LoopShutdownGuard(self._session)
         return self._session
 
-    def _abandon(self) -> None:
-        """Drop a session that belongs to another (closed) loop or process, quietly."""
-        session = self._session
-        self._session = None
-        guard, self._guard = self._guard, None
-        if guard is not None:
-            guard.disarm()
-        if session is None:
-            return
-        if self._pid != os.getpid():
-            # A forked child shares the parent's sockets and its loop's epoll instance:
-            # closing them here would unregister them from the parent's loop. Keep them.
-            _INHERITED.append(session)
-            return
-        connector = session.connector
-        session.detach()
-        if connector is not None:
-            try:
-                connector._close()  # sync; a no-op when its loop is closed
-            except RuntimeError:
-                pass
+    def _pool_for(self, loop: asyncio.AbstractEventLoop) -> _LoopPool:
+        pool = self._pools.get(loop)
+        if pool is not None and not pool.session.closed and self._pid == os.getpid():
+            return pool
+        with self._lock:
+            if self._pid != os.getpid():
+                # A forked child shares the parent's sockets and its loops' epoll instances:
+                # closing them here would unregister them from the parent's loop. Keep them.
+                for inherited in self._pools.values():
+                    inherited.guard.disarm()
+                    _INHERITED.append(inherited.session)
+                self._pools = {}
+                self._pid = os.getpid()
+            for other, stale in list(self._pools.items()):
+                if other.is_closed() or stale.session.closed:
+                    del self._pools[other]
+                    stale.discard()
+            pool = self._pools[loop] = _LoopPool(
+                aiohttp.ClientSession(
+                    connector=aiohttp.TCPConnector(limit=self._pool_maxsize, ssl=self._ssl()),
+                    timeout=aiohttp.ClientTimeout(total=None),
+                    auto_decompress=True,
+                    trust_env=False,
+                )
+            )
+            return pool
 
     async def send(self, request: HttpRequest) -> _AiohttpResponse:
         """Send ``request``; returns once headers are in (the body is streamed)."""
-        session = self._session_for_this_loop()
+        loop = asyncio.get_running_loop()
+        pool = None if not self._owns_session else self._pool_for(loop)
+        session = pool.session if pool is not None else self._callers_session(loop)
         origin = origin_of(request.url)
         if origin in self._proxies:
             proxy = self._proxies[origin]
@@ -217,22 +234,29 @@ class AiohttpTransport:
             )
         except _FAILURES as exc:
             raise _translate(exc, request.url) from None
-        if self._guard is not None:
-            self._guard.responses.add(response)
+        if pool is not None:
+            pool.guard.responses.add(response)
         return _AiohttpResponse(response, request.url)
 
     async def aclose(self) -> None:
-        """Close the pool (a session passed in by the caller is left open)."""
-        if not self._owns_session or self._session is None:
+        """Close every pool (a session passed in by the caller is left open): this loop's
+        here, another running loop's in that loop, a closed loop's quietly."""
+        if not self._owns_session:
             return
-        if self._loop is asyncio.get_running_loop():
-            guard, self._guard = self._guard, None
-            if guard is not None:
-                guard.disarm()
-            await self._session.close()
-            self._session = None
-        else:
-            self._abandon()
+        with self._lock:
+            pools, self._pools = self._pools, {}
+            forked = self._pid != os.getpid()
+        loop = asyncio.get_running_loop()
+        for pool_loop, pool in pools.items():
+            if forked:
+                pool.guard.disarm()
+                _INHERITED.append(pool.session)
+            elif pool_loop is loop:
+                await pool.aclose()
+            elif pool_loop.is_closed():
+                pool.discard()
+            else:
+                asyncio.run_coroutine_threadsafe(pool.aclose(), pool_loop)
 
 
 async def _drain(body: AsyncIterator[bytes]) -> None:

@@ -15,6 +15,8 @@ import pickle
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,7 +25,7 @@ from conftest import ClientDriver
 
 from chatlib import AsyncChat, SyncChat, Timeout
 from chatlib._config import Secret
-from chatlib.testing import LocalServer
+from chatlib.testing import LocalServer, Reply
 
 ENV_KEY = "sk-from-the-workers-environment"
 TIMEOUT = Timeout(connect=2, read=2, total=5)
@@ -239,7 +241,7 @@ SUCCESSIVE_LOOPS = textwrap.dedent(
     """
     import asyncio, gc
     from chatlib import AsyncChat
-    from chatlib.testing import LocalServer
+    from chatlib.testing import LocalServer, Reply
 
     with LocalServer() as server:
         chat = AsyncChat(base_url=server.base_url, api_key="sk-test", timeout=5)
@@ -301,3 +303,32 @@ def test_an_async_client_survives_successive_asyncio_runs_quietly(flags: list[st
     assert "Traceback" not in result.stderr
     assert "Exception ignored" not in result.stderr
     assert "Warning" not in result.stderr, result.stderr
+
+
+def test_one_async_client_serves_loops_running_at_once_in_several_threads(
+    server: LocalServer,
+) -> None:
+    """A module-level AsyncChat used by threads that each run their own event loop (a sync
+    web framework calling ``asyncio.run`` per request): one session per loop, none stolen."""
+    chat = AsyncChat(base_url=server.base_url, api_key="sk-test", timeout=10)
+    server.enqueue(*[Reply(f"answer {i}", delay=0.3) for i in range(4)])
+    results: list[str] = []
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            results.append(asyncio.run(chat.create(**ask("x"))).text)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+        time.sleep(0.05)  # overlapping, not simultaneous
+    for thread in threads:
+        thread.join(timeout=20)
+    assert errors == []
+    assert sorted(results) == [f"answer {i}" for i in range(4)]
+    assert time.monotonic() - started < 5  # concurrent, not one after the other's timeout
+    asyncio.run(chat.aclose())
