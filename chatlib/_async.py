@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-import random
 import threading
 import time
 import urllib.request
-import uuid
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Generator, Mapping
 from types import TracebackType
@@ -20,7 +18,8 @@ from typing import Any, Literal, overload
 import aiohttp
 from typing_extensions import Self, Unpack
 
-from chatlib._config import ClientConfig, TimeoutLike, client_repr
+from chatlib._client import ClientBase
+from chatlib._config import ClientConfig, TimeoutLike
 from chatlib._core import (
     DRAIN_BYTES,
     DRAIN_SECONDS,
@@ -31,7 +30,6 @@ from chatlib._core import (
     ReadBody,
     Send,
     origin_of,
-    plan_call,
 )
 from chatlib._headers import safe_url, scrub
 from chatlib._params import with_request_signature
@@ -358,7 +356,7 @@ class AsyncChatStream(AsyncIterator[CreateChatCompletionChunk]):
 
     async def _start(self) -> None:
         if self._response is None and not self._closed:
-            flow = self._call.flow(clock=time.monotonic, wall_clock=time.time, rand=random.random)
+            flow = self._call.flow()
             response: AsyncResponse = await run_flow(flow, self._chat._transport)
             self._response = response
             self._state = self._call.stream_state(response.headers, time.monotonic)
@@ -485,7 +483,7 @@ class AsyncChatStream(AsyncIterator[CreateChatCompletionChunk]):
                     pass  # its loop is gone; nothing left to release
 
 
-class AsyncChat:
+class AsyncChat(ClientBase):
     """An asyncio client for any OpenAI-compatible Chat Completions server.
 
     ``AsyncChat()`` reads ``OPENAI_API_KEY``, ``OPENAI_BASE_URL``, ``OPENAI_ORG_ID`` and
@@ -515,6 +513,8 @@ class AsyncChat:
         pool_maxsize: Connections kept open to the server (default 100).
         verify: TLS verification: ``True`` (default), ``False``, or a CA bundle path.
     """
+
+    _default_transport = AiohttpTransport
 
     def __init__(
         self,
@@ -556,11 +556,6 @@ class AsyncChat:
             else AiohttpTransport(session, pool_maxsize=pool_maxsize, verify=verify)
         )
         self._owns_transport = transport is None
-
-    @property
-    def config(self) -> ClientConfig:
-        """The resolved settings (the key shows as ``Secret('****')``)."""
-        return self._config
 
     @property
     def transport(self) -> AsyncTransport:
@@ -614,19 +609,12 @@ class AsyncChat:
         With ``stream=True`` (or a request whose ``stream`` is true) the awaited result is an
         :class:`AsyncChatStream` that has already received the response headers.
         """
-        call = plan_call(
-            self._config,
-            request,
-            params,
-            stream=stream,
-            timeout=timeout,
-            idempotency_key=f"chatlib-{uuid.uuid4()}",
-        )
+        call = self._plan(request, params, stream=stream, timeout=timeout)
         if call.stream:
             stream_obj = AsyncChatStream(self, call)
             await stream_obj.__aenter__()
             return stream_obj
-        flow = call.flow(clock=time.monotonic, wall_clock=time.time, rand=random.random)
+        flow = call.flow()
         completion: CreateChatCompletionResponse = await run_flow(flow, self._transport)
         return completion
 
@@ -656,52 +644,8 @@ class AsyncChat:
     ) -> AsyncChatStream:
         """Stream a chat completion; not awaited: ``async for chunk in chat.stream(...)``
         or ``async with chat.stream(...) as s``. Invalid arguments raise here, at once."""
-        call = plan_call(
-            self._config,
-            request,
-            params,
-            stream=None,
-            force_stream=True,
-            timeout=timeout,
-            idempotency_key=f"chatlib-{uuid.uuid4()}",
-        )
+        call = self._plan(request, params, stream=None, timeout=timeout, force_stream=True)
         return AsyncChatStream(self, call)
-
-    def with_options(
-        self,
-        *,
-        timeout: TimeoutLike | None = None,
-        max_retries: int | None = None,
-        api_key: str | None = None,
-        base_url: str | None = None,
-        organization: str | None = None,
-        project: str | None = None,
-        default_headers: Mapping[str, str] | None = None,
-        default_query: Mapping[str, str] | None = None,
-    ) -> AsyncChat:
-        """A copy with other settings that shares this client's connection pool (closing
-        it leaves the pool open). Headers and query parameters are merged into the current
-        ones; ``None`` keeps a setting as it is."""
-        clone = object.__new__(AsyncChat)
-        clone.__dict__.update(self.__dict__)
-        clone._config = self._config.with_changes(
-            timeout=timeout,
-            max_retries=max_retries,
-            api_key=api_key,
-            base_url=base_url,
-            organization=organization,
-            project=project,
-            default_headers=default_headers,
-            default_query=default_query,
-        )
-        clone._owns_transport = False
-        return clone
-
-    def __copy__(self) -> AsyncChat:
-        return self.with_options()
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> AsyncChat:
-        return self.with_options()  # a connection pool is shared, never copied
 
     async def aclose(self) -> None:
         """Close the connection pool (a transport or session you passed in stays open)."""
@@ -720,19 +664,3 @@ class AsyncChat:
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
-
-    def __repr__(self) -> str:
-        return client_repr(type(self).__name__, self._config)
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {
-            "config": self._config.pickle_state(custom_transport=self._custom_transport),
-            "transport_options": self._transport_options,
-        }
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self._config = ClientConfig.from_pickle_state(state["config"])
-        self._transport_options = dict(state["transport_options"])
-        self._custom_transport = False
-        self._transport = AiohttpTransport(**self._transport_options)
-        self._owns_transport = True

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import platform
+import random
+import time
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Mapping
 from typing import Any, TypeVar, Union
@@ -739,11 +741,12 @@ class Call:
     def flow(
         self,
         *,
-        clock: Callable[[], float],
-        wall_clock: Callable[[], float],
-        rand: Callable[[], float],
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+        rand: Callable[[], float] = random.random,
     ) -> Generator[Command, Any, Any]:
-        """The send/retry flow of this call (see :func:`request_flow`)."""
+        """The send/retry flow of this call (see :func:`request_flow`); tests pass their own
+        clocks and randomness."""
         total = self.http_request.timeout.total
         self.deadline = None if total is None else clock() + total
         return request_flow(

@@ -9,9 +9,7 @@ import contextlib
 import contextvars
 import http.client
 import os
-import random
 import time
-import uuid
 from collections.abc import Generator, Iterator, Mapping
 from types import TracebackType
 from typing import Any, Literal, overload
@@ -24,7 +22,8 @@ import urllib3.connectionpool
 import urllib3.exceptions
 from typing_extensions import Self, Unpack
 
-from chatlib._config import ClientConfig, TimeoutLike, client_repr
+from chatlib._client import ClientBase
+from chatlib._config import ClientConfig, TimeoutLike
 from chatlib._core import (
     DRAIN_BYTES,
     DRAIN_SECONDS,
@@ -35,7 +34,6 @@ from chatlib._core import (
     ReadBody,
     Send,
     origin_of,
-    plan_call,
 )
 from chatlib._headers import safe_url, scrub
 from chatlib._params import with_request_signature
@@ -454,7 +452,7 @@ class ChatStream(Iterator[CreateChatCompletionChunk]):
             self._response.close()
 
 
-class SyncChat:
+class SyncChat(ClientBase):
     """A blocking client for any OpenAI-compatible Chat Completions server.
 
     ``SyncChat()`` reads ``OPENAI_API_KEY``, ``OPENAI_BASE_URL``, ``OPENAI_ORG_ID`` and
@@ -482,6 +480,8 @@ class SyncChat:
         pool_maxsize: Connections kept open to the server (default 10).
         verify: TLS verification: ``True`` (default), ``False``, or a CA bundle path.
     """
+
+    _default_transport = RequestsTransport
 
     def __init__(
         self,
@@ -523,11 +523,6 @@ class SyncChat:
             else RequestsTransport(session, pool_maxsize=pool_maxsize, verify=verify)
         )
         self._owns_transport = transport is None
-
-    @property
-    def config(self) -> ClientConfig:
-        """The resolved settings (the key shows as ``Secret('****')``)."""
-        return self._config
 
     @property
     def transport(self) -> SyncTransport:
@@ -582,14 +577,7 @@ class SyncChat:
         request whose ``stream`` is true) this returns a :class:`ChatStream`, like
         :meth:`stream`. ``timeout`` overrides the client's for this call.
         """
-        call = plan_call(
-            self._config,
-            request,
-            params,
-            stream=stream,
-            timeout=timeout,
-            idempotency_key=f"chatlib-{uuid.uuid4()}",
-        )
+        call = self._plan(request, params, stream=stream, timeout=timeout)
         return self._run(call)
 
     @overload
@@ -617,62 +605,18 @@ class SyncChat:
         **params: Any,
     ) -> ChatStream:
         """Stream a chat completion: ``with chat.stream(...) as s: for chunk in s: ...``."""
-        call = plan_call(
-            self._config,
-            request,
-            params,
-            stream=None,
-            force_stream=True,
-            timeout=timeout,
-            idempotency_key=f"chatlib-{uuid.uuid4()}",
-        )
+        call = self._plan(request, params, stream=None, timeout=timeout, force_stream=True)
         result = self._run(call)
         assert isinstance(result, ChatStream)
         return result
 
     def _run(self, call: Call) -> CreateChatCompletionResponse | ChatStream:
-        flow = call.flow(clock=time.monotonic, wall_clock=time.time, rand=random.random)
+        flow = call.flow()
         result = run_flow(flow, self._transport)
         if call.stream:
             return ChatStream(result, call)
         completion: CreateChatCompletionResponse = result
         return completion
-
-    def with_options(
-        self,
-        *,
-        timeout: TimeoutLike | None = None,
-        max_retries: int | None = None,
-        api_key: str | None = None,
-        base_url: str | None = None,
-        organization: str | None = None,
-        project: str | None = None,
-        default_headers: Mapping[str, str] | None = None,
-        default_query: Mapping[str, str] | None = None,
-    ) -> SyncChat:
-        """A copy with other settings that shares this client's connection pool (closing
-        it leaves the pool open). Headers and query parameters are merged into the current
-        ones; ``None`` keeps a setting as it is."""
-        clone = object.__new__(SyncChat)
-        clone.__dict__.update(self.__dict__)
-        clone._config = self._config.with_changes(
-            timeout=timeout,
-            max_retries=max_retries,
-            api_key=api_key,
-            base_url=base_url,
-            organization=organization,
-            project=project,
-            default_headers=default_headers,
-            default_query=default_query,
-        )
-        clone._owns_transport = False
-        return clone
-
-    def __copy__(self) -> SyncChat:
-        return self.with_options()
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> SyncChat:
-        return self.with_options()  # a connection pool is shared, never copied
 
     def close(self) -> None:
         """Close the connection pool (a transport or session you passed in stays open)."""
@@ -689,19 +633,3 @@ class SyncChat:
         tb: TracebackType | None,
     ) -> None:
         self.close()
-
-    def __repr__(self) -> str:
-        return client_repr(type(self).__name__, self._config)
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {
-            "config": self._config.pickle_state(custom_transport=self._custom_transport),
-            "transport_options": self._transport_options,
-        }
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self._config = ClientConfig.from_pickle_state(state["config"])
-        self._transport_options = dict(state["transport_options"])
-        self._custom_transport = False
-        self._transport = RequestsTransport(**self._transport_options)
-        self._owns_transport = True
