@@ -399,11 +399,7 @@ class AsyncChatStream(AsyncIterator[CreateChatCompletionChunk]):
                 raise StopAsyncIteration
             assert self._body is not None
             try:
-                piece = await anext(self._body, None)
-                if piece is None:
-                    state.on_eof()
-                else:
-                    state.on_bytes(piece)
+                state.advance(await anext(self._body, None))
             except BaseException:
                 await self.aclose()
                 raise

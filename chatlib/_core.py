@@ -702,6 +702,13 @@ class StreamState:
         if self.parser.done:
             self.finished = True
 
+    def advance(self, piece: bytes | None) -> None:
+        """Take the next piece of the body, or ``None`` for its end (what both streams read)."""
+        if piece is None:
+            self.on_eof()
+        else:
+            self.on_bytes(piece)
+
     def check(self) -> None:
         """Raise the failure that was held back behind chunks already handed out, if any."""
         if self._failure is not None:

@@ -390,11 +390,7 @@ class ChatStream(Iterator[CreateChatCompletionChunk]):
                 state.check()
                 raise StopIteration
             try:
-                piece = next(self._body, None)
-                if piece is None:
-                    state.on_eof()
-                else:
-                    state.on_bytes(piece)
+                state.advance(next(self._body, None))
             except BaseException:
                 self.close()
                 raise
