@@ -9,6 +9,7 @@ for both faces.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import threading
 from collections.abc import Awaitable, Callable, Iterator
@@ -193,8 +194,8 @@ def _openapi_nullable(node: Any) -> Any:
     return converted
 
 
-@pytest.fixture(scope="session")
-def chat_request_validator() -> Any:
+@functools.cache
+def request_validator() -> Any:
     """A jsonschema validator for ``CreateChatCompletionRequest`` of the bundled OpenAPI
     document (tests/data/chat-completions.json): ``validator.validate(body)``."""
     import json
@@ -212,6 +213,32 @@ def chat_request_validator() -> Any:
     )
     schema = {"$ref": f"{uri}#/components/schemas/CreateChatCompletionRequest"}
     return jsonschema.Draft202012Validator(schema, registry=registry)
+
+
+@pytest.fixture(scope="session")
+def chat_request_validator() -> Any:
+    """:func:`request_validator` as a fixture."""
+    return request_validator()
+
+
+def sse_chunk(
+    delta: dict[str, Any],
+    finish_reason: str | None = None,
+    *,
+    model: str = "m",
+    chunk_id: str = "chatcmpl-test",
+) -> bytes:
+    """One ``data:`` event holding a one-choice chunk, as a server streams it."""
+    import json
+
+    chunk = {
+        "id": chunk_id,
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": model,
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+    }
+    return b"data: " + json.dumps(chunk).encode() + b"\n\n"
 
 
 # ---------------------------------------------------------------- custom loopback servers

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from conftest import ClientDriver, FacadeDriver, open_fds
+from conftest import ClientDriver, FacadeDriver, open_fds, sse_chunk
 
 import chatlib._async
 import chatlib._sync
@@ -71,14 +71,7 @@ NO_WAIT = (0.0, 0.0)
 
 
 def _chunk(delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
-    chunk = {
-        "id": "chatcmpl-raw",
-        "object": "chat.completion.chunk",
-        "created": 1,
-        "model": MODEL,
-        "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
-    }
-    return b"data: " + json.dumps(chunk).encode() + b"\n\n"
+    return sse_chunk(delta, finish_reason, model=MODEL, chunk_id="chatcmpl-raw")
 
 
 CUT_STREAM = [

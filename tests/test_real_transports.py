@@ -18,6 +18,7 @@ import pytest
 import requests
 import responses
 from aioresponses import aioresponses
+from conftest import sse_chunk
 
 from chatlib import AsyncChat, SyncChat
 from chatlib.errors import (
@@ -50,14 +51,7 @@ COMPLETION = {
 
 
 def _chunk(delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
-    chunk = {
-        "id": "chatcmpl-2",
-        "object": "chat.completion.chunk",
-        "created": 1,
-        "model": MODEL,
-        "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
-    }
-    return b"data: " + json.dumps(chunk).encode() + b"\n\n"
+    return sse_chunk(delta, finish_reason, model=MODEL, chunk_id="chatcmpl-2")
 
 
 STREAM_EVENTS = [

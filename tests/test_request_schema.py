@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-import jsonschema
 import pytest
+from conftest import request_validator
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from referencing import Registry, Resource
-from referencing.jsonschema import DRAFT202012
 
 from chatlib._config import ClientConfig
 from chatlib._core import HttpRequest, build_request
@@ -43,33 +40,10 @@ from chatlib.models import (
     ToolChoiceFunction,
 )
 
-SCHEMA_PATH = Path(__file__).parent / "data" / "chat-completions.json"
 BASE_URL = "http://127.0.0.1:9/v1"
 
 
-def _openapi_nullable(node: Any) -> Any:
-    """OpenAPI 3.0's ``nullable: true`` (still used in the document) as JSON Schema."""
-    if isinstance(node, list):
-        return [_openapi_nullable(item) for item in node]
-    if not isinstance(node, dict):
-        return node
-    converted = {k: _openapi_nullable(v) for k, v in node.items() if k != "nullable"}
-    if node.get("nullable") is True:
-        return {"anyOf": [{"type": "null"}, converted]}
-    return converted
-
-
-def _validator() -> jsonschema.protocols.Validator:
-    document = _openapi_nullable(json.loads(SCHEMA_PATH.read_text()))
-    uri = "urn:openai:chat-completions"
-    registry: Registry[Any] = Registry().with_resource(
-        uri, Resource.from_contents(document, default_specification=DRAFT202012)
-    )
-    schema = {"$ref": f"{uri}#/components/schemas/CreateChatCompletionRequest"}
-    return jsonschema.Draft202012Validator(schema, registry=registry)
-
-
-VALIDATOR = _validator()
+VALIDATOR = request_validator()
 
 
 def config(**kwargs: Any) -> ClientConfig:
