@@ -27,6 +27,12 @@ from chatlib import AsyncChat, SyncChat, Timeout
 from chatlib._config import Secret
 from chatlib.testing import LocalServer, Reply
 
+# Forking a process that runs server threads is what these tests do on purpose (Python 3.12+
+# warns about it); the children only make HTTP calls.
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:This process .* is multi-threaded:DeprecationWarning"
+)
+
 ENV_KEY = "sk-from-the-workers-environment"
 TIMEOUT = Timeout(connect=2, read=2, total=5)
 
