@@ -54,6 +54,7 @@ class _ChoiceState:
     __slots__ = (
         "audio",
         "content",
+        "content_seen",
         "extra_text",
         "finish_reason",
         "function_args",
@@ -67,6 +68,7 @@ class _ChoiceState:
     def __init__(self) -> None:
         self.role: ChatRole | None = None
         self.content: list[str] = []
+        self.content_seen = False  # any delta with a content string, "" included
         self.refusal: list[str] = []
         self.tool_calls: dict[int, _ToolCallState] = {}
         self.function_name: str | None = None
@@ -135,8 +137,10 @@ class ChatCompletionAccumulator:
             if delta.role is not None:
                 state.role = delta.role
             content = _text(delta.content, "delta.content")
-            if content:
-                state.content.append(content)
+            if content is not None:
+                state.content_seen = True
+                if content:
+                    state.content.append(content)
             refusal = _text(delta.refusal, "delta.refusal")
             if refusal:
                 state.refusal.append(refusal)
@@ -224,7 +228,8 @@ def _add_audio(state: _ChoiceState, audio: ChatCompletionAudio) -> None:
 def _build_choice(index: int, state: _ChoiceState) -> ChatCompletionChoice:
     message = ChatMessage(
         role=state.role or ChatRole.ASSISTANT,
-        content="".join(state.content) if state.content or not state.tool_calls else None,
+        # As the official SDK merges it: null unless some delta carried content ("" counts).
+        content="".join(state.content) if state.content_seen else None,
     )
     if state.refusal:
         message.refusal = "".join(state.refusal)

@@ -282,3 +282,61 @@ def test_a_message_object_of_the_official_sdk_can_be_sent_back(
     theirs = server.requests[-1].json()
     ours.create(model="m", messages=history)
     assert server.requests[-1].json() == _without_null_content_beside_tool_calls(theirs)
+
+
+def _merged_view(completion: Any) -> Any:
+    """What a user reads from a merged stream, whichever SDK merged it."""
+    data = completion.to_dict()
+    view = []
+    for choice in data["choices"]:
+        message = choice["message"]
+        view.append(
+            (
+                choice["index"],
+                choice.get("finish_reason"),
+                message.get("role"),
+                message.get("content"),
+                message.get("refusal"),
+                message.get("reasoning_content"),
+                [
+                    (call["id"], call["function"]["name"], call["function"]["arguments"])
+                    for call in message.get("tool_calls") or []
+                ],
+            )
+        )
+    return view, data.get("usage")
+
+
+MERGES = {
+    "two choices with usage": (
+        Reply("two words here"),
+        {"n": 2, "stream_options": {"include_usage": True}},
+    ),
+    "a refusal": (Reply(refusal="I can't help with that"), {}),
+    "reasoning beside the answer": (Reply("42", reasoning_content="thinking it over"), {}),
+    "two tool calls": (
+        Reply(
+            tool_calls=[
+                {"id": "c1", "name": "f", "arguments": {"a": 1}},
+                {"id": "c2", "name": "g", "arguments": {"b": [1, 2]}},
+            ]
+        ),
+        {"stream_options": {"include_usage": True}},
+    ),
+}
+
+
+@pytest.mark.parametrize(("reply", "extra"), list(MERGES.values()), ids=list(MERGES))
+def test_a_stream_merges_to_what_the_official_stream_helper_gives(
+    clients: tuple[Any, SyncChat], reply: Reply, extra: dict[str, Any]
+) -> None:
+    official, ours = clients
+    with LocalServer(write_size=5) as server:  # chunk boundaries anywhere, even in UTF-8
+        official = official.with_options(base_url=server.base_url)
+        server.enqueue(reply, reply)
+        request = {**REQUESTS["minimal"], **extra}
+        with official.chat.completions.stream(**request) as helper:
+            theirs = helper.get_final_completion()
+        with ours.with_options(base_url=server.base_url).stream(**request) as stream:
+            mine = stream.get_final_completion()
+    assert _merged_view(mine) == _merged_view(theirs)
