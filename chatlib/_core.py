@@ -416,7 +416,7 @@ def request_flow(
                 if debug:
                     _log.log_outcome(request, attempt, clock() - started, outcome)
                 yield ReadBody(response, 64 * 1024)  # drained, so the connection is reused
-                request = follow_redirect(request, status, location)
+                request = follow_redirect(request, location)
                 redirects += 1
                 continue  # a redirect is not a retry: same attempt, same budget
             if 200 <= status < 300:
@@ -459,24 +459,19 @@ def _origin(url: str) -> tuple[str, str, int | None]:
     return scheme, (parts.hostname or "").lower(), parts.port or _DEFAULT_PORTS.get(scheme)
 
 
-def follow_redirect(request: HttpRequest, status: int, location: str) -> HttpRequest:
-    """The request to send after a ``status`` redirect to ``location``.
+def follow_redirect(request: HttpRequest, location: str) -> HttpRequest:
+    """The request to send after a 307/308 redirect to ``location``: the same request.
 
-    307/308 repeat the request as it was (the flow follows no others); 301/302 turn a POST,
-    and 303 anything, into a body-less GET, as browsers do. Unlike ``requests`` and
-    ``aiohttp``, every header that may carry a credential (``Authorization``, ``api-key``,
-    ``x-api-key``, cookies, any ``*token*``/``*secret*`` header) is dropped when the new URL
-    is on another origin (scheme, host or port), not just ``Authorization``.
+    Unlike ``requests`` and ``aiohttp``, every header that may carry a credential
+    (``Authorization``, ``api-key``, ``x-api-key``, cookies, any ``*token*``/``*secret*``
+    header) is dropped when the new URL is on another origin (scheme, host or port), not just
+    ``Authorization``.
     """
     url = urljoin(request.url, location)
     headers = dict(request.headers)
     if _origin(url) != _origin(request.url):
         headers = {name: value for name, value in headers.items() if not is_credential(name)}
-    method, body = request.method, request.body
-    if status == 303 or (status in (301, 302) and method == "POST"):
-        method, body = "GET", None
-        headers = {k: v for k, v in headers.items() if k.lower() != "content-type"}
-    return attrs.evolve(request, method=method, url=url, headers=headers, body=body)
+    return attrs.evolve(request, url=url, headers=headers)
 
 
 # ---------------------------------------------------------------- streams

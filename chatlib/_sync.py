@@ -218,8 +218,8 @@ class _DeadlineAdapter(requests.adapters.HTTPAdapter):
 class RequestsTransport:
     """The default sync transport: a ``requests.Session`` with its own connection pool.
 
-    Proxy and CA-bundle settings are read from the environment once, when the transport is
-    made (``requests`` would re-scan the environment twice per request), and still honoured.
+    Proxy settings are read from the environment once per server, on the first request to it
+    (``requests`` would re-scan the environment twice per request), and still honoured.
     A process that forks gets a fresh session in the child instead of sharing sockets.
     """
 

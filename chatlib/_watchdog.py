@@ -3,8 +3,8 @@
 A socket read timeout bounds the silence between two bytes, not the time a read sequence
 takes: a server that trickles its status line and headers one byte at a time never trips
 it, and ``http.client`` would wait for hours. The sync transport registers the socket
-while it waits for the response headers; when the call's deadline passes first, the
-watchdog shuts the socket down, which wakes the blocked read at once.
+while it waits for the response headers and while it reads the body; when the call's
+deadline passes first, the watchdog shuts the socket down, which wakes the blocked read.
 
 Costs one lock round trip per request; the thread starts on first use and is recreated
 after a fork (threads do not survive one).

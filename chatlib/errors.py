@@ -67,7 +67,8 @@ class APIError(ChatLibError):
 
     Attributes:
         message: a human-readable explanation (the server's own words where it gave any).
-        body: the parsed JSON error body, or the body as text when it is not JSON.
+        body: as in the official SDK: the ``error`` member of an ``{"error": ...}`` body,
+            else the parsed JSON body, or the body as text when it is not JSON.
         raw_body: the exact bytes the server sent (empty when nothing arrived).
     """
 

@@ -18,7 +18,6 @@ from chatlib._core import (
     Send,
     Sleep,
     build_request,
-    follow_redirect,
     parse_completion,
     plan_call,
     request_flow,
@@ -649,12 +648,6 @@ def test_a_redirect_that_would_drop_the_body_is_raised_naming_the_location(statu
     assert run.error.status_code == status
     assert "https://new.example/v1/chat" in str(run.error)
     assert run.sleeps == []  # not retried either
-
-
-def test_a_follow_redirect_helper_turns_a_303_into_a_bodyless_get() -> None:
-    sent = follow_redirect(make_request(), 303, "/elsewhere")
-    assert (sent.method, sent.body, sent.url) == ("GET", None, "http://127.0.0.1:9/elsewhere")
-    assert "Content-Type" not in sent.headers
 
 
 def test_a_redirect_loop_stops_after_five_hops_with_the_redirect_status() -> None:
