@@ -63,7 +63,8 @@ def _translate(exc: BaseException, url: str) -> APIConnectionError:
     )
 
 
-_FAILURES = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
+# ValueError: what the HTTP libraries raise for a request they refuse to make.
+_FAILURES = (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError)
 
 
 class _AiohttpResponse:

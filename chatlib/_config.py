@@ -155,7 +155,7 @@ class ClientConfig:
             raise InvalidArgumentError("base_url", f"must be a string, got {type(url).__name__}")
         if not url.startswith(("http://", "https://")):
             raise InvalidArgumentError(
-                "base_url", f"must start with http:// or https://, got {url!r}"
+                "base_url", f"must start with http:// or https://, got {safe_url(url)!r}"
             )
         key = api_key if api_key is not None else _env("OPENAI_API_KEY")
         if key is not None:
@@ -163,6 +163,12 @@ class ClientConfig:
                 raise InvalidArgumentError("api_key", "must be a string")
             # A key read from a file keeps its newline; spaces around a key are never part of it.
             key = check_header_value("api_key", key.strip())
+        if key and "@" in url.split("/", 3)[2]:
+            raise InvalidArgumentError(
+                "base_url",
+                "carries credentials (user:password@) while an API key is set: both would be "
+                "the Authorization header; give one of them",
+            )
         for name, value in (("organization", organization), ("project", project)):
             if value is not None:
                 check_header_value(name, value)

@@ -69,7 +69,8 @@ def _translate(exc: BaseException, url: str) -> APIConnectionError:
     )
 
 
-_FAILURES = (requests.RequestException, urllib3.exceptions.HTTPError, OSError)
+# ValueError: what the HTTP libraries raise for a request they refuse to make.
+_FAILURES = (requests.RequestException, urllib3.exceptions.HTTPError, OSError, ValueError)
 
 
 class _RequestsResponse:

@@ -49,8 +49,9 @@ class TricklingServer:
             try:
                 conn.recv(65536)
                 conn.sendall(self.head)
+                deadline = time.monotonic() + 5  # long past any client's total: fail, not hang
                 for byte in self.drip * 1000:
-                    if self.stopping.is_set():
+                    if self.stopping.is_set() or time.monotonic() > deadline:
                         return
                     conn.sendall(bytes([byte]))
                     time.sleep(self.interval)
@@ -107,6 +108,7 @@ def test_headers_trickled_forever_end_at_the_total_deadline(
 
 def test_the_watchdog_wakes_a_blocked_read_at_the_deadline() -> None:
     left, right = socket.socketpair()
+    left.settimeout(3)  # a watchdog that never fires fails the test instead of hanging it
     with left, right:
         watch = watchdog.watch(time.monotonic() + 0.2, left)
         started = time.monotonic()
@@ -129,6 +131,7 @@ def test_a_cancelled_watch_never_fires() -> None:
 def test_an_earlier_deadline_registered_later_fires_first() -> None:
     late_a, late_b = socket.socketpair()
     early_a, early_b = socket.socketpair()
+    early_a.settimeout(3)  # a watchdog that sleeps through the earlier deadline fails, not hangs
     with late_a, late_b, early_a, early_b:
         late = watchdog.watch(time.monotonic() + 5, late_a)
         early = watchdog.watch(time.monotonic() + 0.1, early_a)

@@ -34,6 +34,7 @@ from chatlib.errors import (
     AuthenticationError,
     BadRequestError,
     InternalServerError,
+    InvalidArgumentError,
     MissingAPIKeyError,
 )
 from chatlib.testing import Disconnect, ErrorReply, LocalServer, Reply, Stall
@@ -442,3 +443,66 @@ def test_the_verify_setting_reaches_the_transport(
         assert passed.cert_store_stats()["x509_ca"] == 1  # exactly the bundle's certificate
     else:
         assert passed == bundle
+
+
+# ---------------------------------------------------------------- secrets in URLs
+
+URL_SECRET = "s3cret-in-the-url"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_a_password_in_the_base_url_is_redacted_in_reprs_and_debug_logs(
+    facade: Any, server: LocalServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    base_url = server.base_url.replace("http://", f"http://user:{URL_SECRET}@")
+    client = facade.client(base_url=base_url, api_key=None)  # URL credentials instead of a key
+    with caplog.at_level(logging.DEBUG, logger="chatlib"):
+        client.create(model="m", messages=[USER])
+    call = plan_call(client.raw.config, None, {"model": "m", "messages": [USER]}, stream=False)
+    shown = [repr(client.raw), repr(call.http_request), *(r.getMessage() for r in caplog.records)]
+    assert caplog.records
+    assert all(URL_SECRET not in text for text in shown)
+    assert "<redacted>@" in repr(call.http_request)
+
+
+@pytest.mark.parametrize(
+    "name", ["key", "api-key", "api_key", "apikey", "token", "access_token", "API-Key"]
+)
+def test_credential_query_values_are_redacted_in_logs(
+    name: str, server: LocalServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    chat = SyncChat(base_url=server.base_url, default_query={name: URL_SECRET})
+    with chat, caplog.at_level(logging.DEBUG, logger="chatlib"):
+        chat.create(model="m", messages=[USER])
+    assert server.requests[-1].query[name] == URL_SECRET  # sent, as asked
+    messages = [record.getMessage() for record in caplog.records]
+    assert any(f"{name}=<redacted>" in text for text in messages)
+    assert all(URL_SECRET not in text for text in messages)
+
+
+def test_a_connection_error_does_not_echo_url_secrets(facade: Any) -> None:
+    port = _free_port()  # nothing listens there
+    client = facade.client(
+        base_url=f"http://user:pw-{URL_SECRET}@127.0.0.1:{port}/v1",
+        api_key=None,
+        default_query={"api-key": URL_SECRET},
+        max_retries=0,
+        timeout=FAST,
+    )
+    with pytest.raises(APIConnectionError) as info:
+        client.create(model="m", messages=[USER])
+    error = info.value
+    for text in (str(error), repr(error), str(error.request_url), traceback.format_exc()):
+        assert URL_SECRET not in text
+
+
+def test_url_credentials_and_an_api_key_together_are_refused_without_echoing() -> None:
+    with pytest.raises(InvalidArgumentError) as info:
+        SyncChat(base_url=f"http://user:{URL_SECRET}@127.0.0.1:9/v1", api_key=KEY)
+    assert info.value.field == "base_url"
+    assert URL_SECRET not in str(info.value) and KEY not in str(info.value)
