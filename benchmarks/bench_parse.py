@@ -78,7 +78,7 @@ def _bytes_per_item(make: Callable[[], list[Any]]) -> float:
 
 def bench(repeat: int) -> dict[str, Any]:
     from chatlib._accumulate import ChatCompletionAccumulator
-    from chatlib._core import ChunkParser, _structure_chunk
+    from chatlib._parse import ChunkParser, _structure_chunk
 
     chunk = typical_chunk()
     raw = json.dumps(chunk, separators=(",", ":")).encode()

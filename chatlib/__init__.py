@@ -1,142 +1,61 @@
 """chatlib: a fast, leak-proof sync + async client for OpenAI-compatible Chat Completions.
 
-``import chatlib`` is cheap: the clients and their HTTP libraries load on first use.
+`import chatlib` is cheap: the clients and their HTTP libraries load on first use. The
+public names are listed once, in `chatlib/__init__.pyi`, which type checkers read and this
+module reads to load each name from its module when it is first used.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "APIConnectionError",
-    "APIError",
-    "APIResponseValidationError",
-    "APIStatusError",
-    "APIStreamError",
-    "APITimeoutError",
-    "AsyncChat",
-    "AsyncChatStream",
-    "AuthenticationError",
-    "BadRequestError",
-    "BodyTooLargeError",
-    "ChatCompletionChoice",
-    "ChatCompletionChunkChoice",
-    "ChatCompletionDelta",
-    "ChatCompletionUsage",
-    "ChatLibError",
-    "ChatMessage",
-    "ChatRole",
-    "ChatStream",
-    "ConflictError",
-    "CreateChatCompletionChunk",
-    "CreateChatCompletionRequest",
-    "CreateChatCompletionResponse",
-    "FinishReason",
-    "IncompleteStreamError",
-    "InsufficientQuotaError",
-    "InternalServerError",
-    "InvalidArgumentError",
-    "MissingAPIKeyError",
-    "NotFoundError",
-    "PermissionDeniedError",
-    "RateLimitError",
-    "RequestTimeoutError",
-    "SyncChat",
-    "Timeout",
-    "UnprocessableEntityError",
-    "__version__",
-    "create_chat_completion",
-    "create_chat_completion_stream",
-]
 
-_LAZY = {
-    "AsyncChat": "chatlib._async",
-    "AsyncChatStream": "chatlib._async",
-    "SyncChat": "chatlib._sync",
-    "ChatStream": "chatlib._sync",
-    "Timeout": "chatlib._config",
-    "create_chat_completion": "chatlib._functions",
-    "create_chat_completion_stream": "chatlib._functions",
-    "ChatCompletionChoice": "chatlib.models",
-    "ChatCompletionChunkChoice": "chatlib.models",
-    "ChatCompletionDelta": "chatlib.models",
-    "ChatCompletionUsage": "chatlib.models",
-    "ChatMessage": "chatlib.models",
-    "ChatRole": "chatlib.models",
-    "CreateChatCompletionChunk": "chatlib.models",
-    "CreateChatCompletionRequest": "chatlib.models",
-    "CreateChatCompletionResponse": "chatlib.models",
-    "FinishReason": "chatlib.models",
-    # The error classes, also at the top level as the official SDK has them (openai.RateLimitError).
-    "APIConnectionError": "chatlib.errors",
-    "APIError": "chatlib.errors",
-    "APIResponseValidationError": "chatlib.errors",
-    "APIStatusError": "chatlib.errors",
-    "APIStreamError": "chatlib.errors",
-    "APITimeoutError": "chatlib.errors",
-    "AuthenticationError": "chatlib.errors",
-    "BadRequestError": "chatlib.errors",
-    "BodyTooLargeError": "chatlib.errors",
-    "ChatLibError": "chatlib.errors",
-    "ConflictError": "chatlib.errors",
-    "IncompleteStreamError": "chatlib.errors",
-    "InsufficientQuotaError": "chatlib.errors",
-    "InternalServerError": "chatlib.errors",
-    "InvalidArgumentError": "chatlib.errors",
-    "MissingAPIKeyError": "chatlib.errors",
-    "NotFoundError": "chatlib.errors",
-    "PermissionDeniedError": "chatlib.errors",
-    "RateLimitError": "chatlib.errors",
-    "RequestTimeoutError": "chatlib.errors",
-    "UnprocessableEntityError": "chatlib.errors",
-}
+def _read_stub() -> tuple[dict[str, str], tuple[str, ...]]:
+    """The stub's imports: each name and the module serving it, and the star-imported modules.
 
-if TYPE_CHECKING:
-    from chatlib._async import AsyncChat, AsyncChatStream
-    from chatlib._config import Timeout
-    from chatlib._functions import create_chat_completion, create_chat_completion_stream
-    from chatlib._sync import ChatStream, SyncChat
-    from chatlib.errors import (
-        APIConnectionError,
-        APIError,
-        APIResponseValidationError,
-        APIStatusError,
-        APIStreamError,
-        APITimeoutError,
-        AuthenticationError,
-        BadRequestError,
-        BodyTooLargeError,
-        ChatLibError,
-        ConflictError,
-        IncompleteStreamError,
-        InsufficientQuotaError,
-        InternalServerError,
-        InvalidArgumentError,
-        MissingAPIKeyError,
-        NotFoundError,
-        PermissionDeniedError,
-        RateLimitError,
-        RequestTimeoutError,
-        UnprocessableEntityError,
-    )
-    from chatlib.models import (
-        ChatCompletionChoice,
-        ChatCompletionChunkChoice,
-        ChatCompletionDelta,
-        ChatCompletionUsage,
-        ChatMessage,
-        ChatRole,
-        CreateChatCompletionChunk,
-        CreateChatCompletionRequest,
-        CreateChatCompletionResponse,
-        FinishReason,
-    )
+    The stub holds only lines of the form `from MODULE import NAME as NAME` or
+    `from MODULE import *` (a test keeps it so).
+    """
+    names: dict[str, str] = {}
+    whole: list[str] = []
+    with open(__file__[: -len(".py")] + ".pyi", encoding="utf-8") as stub:
+        for line in stub:
+            words = line.split()
+            if len(words) >= 4 and words[0] == "from" and words[2] == "import":
+                if words[3] == "*":
+                    whole.append(words[1])
+                else:
+                    names[words[3]] = words[1]
+    return names, tuple(whole)
+
+
+_LAZY, _WHOLE_MODULES = _read_stub()
+
+
+def _module_of(name: str) -> str | None:
+    module = _LAZY.get(name)
+    if module is None:
+        import importlib
+
+        for candidate in _WHOLE_MODULES:
+            if name in importlib.import_module(candidate).__all__:
+                return candidate
+    return module
+
+
+def _public_names() -> list[str]:
+    import importlib
+
+    whole = [n for m in _WHOLE_MODULES for n in importlib.import_module(m).__all__]
+    return sorted({*_LAZY, *whole, "__version__"})
 
 
 def __getattr__(name: str) -> Any:
-    module_name = _LAZY.get(name)
+    if name == "__all__":
+        return _public_names()
+    module_name = _module_of(name)
     if module_name is None:
         raise AttributeError(f"module 'chatlib' has no attribute {name!r}")
     import importlib
@@ -147,4 +66,4 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+    return sorted(set(globals()) | set(_public_names()))

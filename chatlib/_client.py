@@ -1,35 +1,69 @@
-"""What ``SyncChat`` and ``AsyncChat`` share that is not I/O: settings, planning a call,
-copies, pickling and ``repr``. Each facade adds its transport and its way of waiting."""
+"""What `SyncChat` and `AsyncChat` share that is not I/O: settings, the constructor body,
+planning a call, copies, pickling and `repr`. Each facade adds its transport and its way
+of waiting."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
-from typing import Any, ClassVar
+from collections.abc import Callable
+from typing import Any, ClassVar, Generic, TypeVar
 
-from typing_extensions import Self
+from typing_extensions import Self, Unpack
 
-from chatlib._config import ClientConfig, TimeoutLike, client_repr
-from chatlib._core import Call, plan_call
+from chatlib._call import Call, plan_call
+from chatlib._config import ClientConfig, ClientSettings, TimeoutLike, client_repr
+from chatlib._params import document_settings, spell_out_settings
 from chatlib.models import CreateChatCompletionRequest
 
 __all__ = ["ClientBase"]
 
+_Transport = TypeVar("_Transport")
 
-class ClientBase:
-    """The transport-free half of a client."""
+
+class ClientBase(Generic[_Transport]):
+    """The transport-free half of a client; `_Transport` is the facade's transport protocol."""
 
     _config: ClientConfig
-    _transport_options: dict[str, Any]
-    _custom_transport: bool
+    _transport: _Transport
     _owns_transport: bool
-    _transport: Any
-    _default_transport: ClassVar[Any]  # builds the facade's own transport from the options
+    _transport_options: dict[str, Any]
+    # Builds the facade's own transport: (session, *, pool_maxsize, verify) -> transport.
+    _default_transport: ClassVar[Callable[..., Any]]
+
+    def _setup(
+        self,
+        settings: ClientSettings,
+        *,
+        transport: _Transport | None,
+        session: object,
+        pool_maxsize: int,
+        verify: bool | str,
+    ) -> None:
+        """The constructor body of both facades."""
+        self._config = ClientConfig.resolve(**settings)
+        self._transport_options = {"pool_maxsize": pool_maxsize, "verify": verify}
+        self._owns_transport = transport is None
+        self._transport = (
+            transport
+            if transport is not None
+            else type(self)._default_transport(session, **self._transport_options)
+        )
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "__init__" in cls.__dict__:
+            spell_out_settings(cls.__init__)
+            cls.__doc__ = document_settings(cls.__doc__)
 
     @property
     def config(self) -> ClientConfig:
-        """The resolved settings (the key shows as ``Secret('****')``)."""
+        """The resolved settings (the key shows as `Secret('****')`)."""
         return self._config
+
+    @property
+    def transport(self) -> _Transport:
+        """The transport this client sends through."""
+        return self._transport
 
     def _plan(
         self,
@@ -51,33 +85,16 @@ class ClientBase:
             idempotency_key=f"chatlib-{uuid.uuid4()}",
         )
 
-    def with_options(
-        self,
-        *,
-        timeout: TimeoutLike | None = None,
-        max_retries: int | None = None,
-        api_key: str | None = None,
-        base_url: str | None = None,
-        organization: str | None = None,
-        project: str | None = None,
-        default_headers: Mapping[str, str] | None = None,
-        default_query: Mapping[str, str] | None = None,
-    ) -> Self:
+    def with_options(self, **changes: Unpack[ClientSettings]) -> Self:
         """A copy with other settings that shares this client's connection pool (closing
-        it leaves the pool open). Headers and query parameters are merged into the current
-        ones; ``None`` keeps a setting as it is."""
+        it leaves the pool open).
+
+        Takes any of the client's settings (`ClientSettings`); `None` keeps a setting as it
+        is, and `default_headers`/`default_query` are merged into the current ones.
+        """
         clone = object.__new__(type(self))
         clone.__dict__.update(self.__dict__)
-        clone._config = self._config.with_changes(
-            timeout=timeout,
-            max_retries=max_retries,
-            api_key=api_key,
-            base_url=base_url,
-            organization=organization,
-            project=project,
-            default_headers=default_headers,
-            default_query=default_query,
-        )
+        clone._config = self._config.with_changes(**changes)
         clone._owns_transport = False
         return clone
 
@@ -92,13 +109,15 @@ class ClientBase:
 
     def __getstate__(self) -> dict[str, Any]:
         return {
-            "config": self._config.pickle_state(custom_transport=self._custom_transport),
+            "config": self._config.pickle_state(),
             "transport_options": self._transport_options,
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self._config = ClientConfig.from_pickle_state(state["config"])
         self._transport_options = dict(state["transport_options"])
-        self._custom_transport = False
-        self._transport = type(self)._default_transport(**self._transport_options)
+        self._transport = type(self)._default_transport(None, **self._transport_options)
         self._owns_transport = True
+
+
+spell_out_settings(ClientBase.with_options)

@@ -6,16 +6,29 @@ travels in a pickle.
 
 from __future__ import annotations
 
+import difflib
 import os
-from collections.abc import Mapping
-from typing import Any, Union
+from collections.abc import Iterable, Mapping
+from typing import Any, Union, cast
 
 import attrs
+from typing_extensions import TypedDict, Unpack
 
-from chatlib._headers import check_header_value, check_headers, safe_url
+from chatlib._checks import check_header_value, check_headers
+from chatlib._headers import safe_url
 from chatlib.errors import InvalidArgumentError, MissingAPIKeyError
 
-__all__ = ["DEFAULT_BASE_URL", "ClientConfig", "Secret", "Timeout", "TimeoutLike", "client_repr"]
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "SETTING_NAMES",
+    "ClientConfig",
+    "ClientSettings",
+    "Secret",
+    "Timeout",
+    "TimeoutLike",
+    "check_setting_names",
+    "client_repr",
+]
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
@@ -102,18 +115,67 @@ def _byte_limit(name: str, value: int | None, default: int) -> int:
     return value
 
 
-def _reveal(secret: Secret | None) -> str | None:
-    return None if secret is None else secret.reveal()
-
-
 def _env(name: str) -> str | None:
     value = os.environ.get(name)
     return value if value else None
 
 
+class ClientSettings(TypedDict, total=False):
+    """The settings every client takes as keyword arguments, and `with_options` changes.
+
+    A setting left out (or `None`) comes from the environment where one is named, else
+    takes its default.
+
+    Attributes:
+        api_key: The bearer key; default `OPENAI_API_KEY`. Never shown, logged or pickled.
+        base_url: The API root, e.g. `"http://127.0.0.1:8080/v1"`; default
+            `OPENAI_BASE_URL`, else OpenAI's. A query string (Azure's `?api-version=`) is
+            kept after the path.
+        organization: The `OpenAI-Organization` header; default `OPENAI_ORG_ID`.
+        project: The `OpenAI-Project` header; default `OPENAI_PROJECT_ID`.
+        default_headers: Headers sent with every request.
+        default_query: Query parameters sent with every request.
+        timeout: A `Timeout`, or a number of seconds for all three limits; default
+            `Timeout(connect=10, read=600, total=1800)`.
+        max_retries: Retries after the first attempt (default 2); see the retry policy.
+        require_done: Raise `IncompleteStreamError` for a stream that ends without
+            `data: [DONE]` (default `True`); `False` accepts such streams.
+        max_body_bytes: The largest non-streamed body accepted (default 64 MiB).
+        max_line_bytes: The largest line or event of a stream accepted (default 16 MiB).
+    """
+
+    api_key: str | None
+    base_url: str | None
+    organization: str | None
+    project: str | None
+    default_headers: Mapping[str, str] | None
+    default_query: Mapping[str, str] | None
+    timeout: TimeoutLike | None
+    max_retries: int | None
+    require_done: bool | None
+    max_body_bytes: int | None
+    max_line_bytes: int | None
+
+
+SETTING_NAMES: tuple[str, ...] = tuple(ClientSettings.__annotations__)
+"""The settings, in the order constructors list them."""
+
+
+def check_setting_names(names: Iterable[str], where: str) -> None:
+    """Raise `TypeError` for a keyword that is not a setting, suggesting the closest one."""
+    for name in names:
+        if name not in ClientSettings.__annotations__:
+            close = difflib.get_close_matches(name, SETTING_NAMES, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise TypeError(f"{where} got an unexpected keyword argument {name!r}{hint}")
+
+
 @attrs.frozen
 class ClientConfig:
-    """Everything a client needs to build requests: resolved once, never mutated."""
+    """Everything a client needs to build requests: resolved once, never mutated.
+
+    Its fields are the `ClientSettings`, resolved (the key shows as `Secret('****')`).
+    """
 
     base_url: str
     api_key: Secret | None = attrs.field(default=None, repr=False)
@@ -123,41 +185,31 @@ class ClientConfig:
     default_query: Mapping[str, str] = attrs.field(factory=dict)
     timeout: Timeout = attrs.field(factory=Timeout)
     max_retries: int = 2
+    require_done: bool = True
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
-    require_done: bool = True
 
     @classmethod
-    def resolve(
-        cls,
-        *,
-        api_key: str | None = None,
-        base_url: str | None = None,
-        organization: str | None = None,
-        project: str | None = None,
-        default_headers: Mapping[str, str] | None = None,
-        default_query: Mapping[str, str] | None = None,
-        timeout: TimeoutLike | None = None,
-        max_retries: int | None = None,
-        require_done: bool = True,
-        max_body_bytes: int | None = None,
-        max_line_bytes: int | None = None,
-    ) -> ClientConfig:
-        """Combine arguments with ``OPENAI_API_KEY``, ``OPENAI_BASE_URL``, ``OPENAI_ORG_ID``
-        and ``OPENAI_PROJECT_ID``; arguments win.
+    def resolve(cls, **settings: Unpack[ClientSettings]) -> ClientConfig:
+        """Combine arguments with `OPENAI_API_KEY`, `OPENAI_BASE_URL`, `OPENAI_ORG_ID` and
+        `OPENAI_PROJECT_ID`; arguments win.
 
         Raises:
             MissingAPIKeyError: no key anywhere while the base URL is OpenAI's own.
             InvalidArgumentError: a malformed argument, named.
+            TypeError: a keyword that is not a setting.
         """
-        url = base_url or _env("OPENAI_BASE_URL") or DEFAULT_BASE_URL
+        check_setting_names(settings, "ClientConfig.resolve()")
+        url = settings.get("base_url") or _env("OPENAI_BASE_URL") or DEFAULT_BASE_URL
         if not isinstance(url, str):
             raise InvalidArgumentError("base_url", f"must be a string, got {type(url).__name__}")
         if not url.startswith(("http://", "https://")):
             raise InvalidArgumentError(
                 "base_url", f"must start with http:// or https://, got {safe_url(url)!r}"
             )
-        key = api_key if api_key is not None else _env("OPENAI_API_KEY")
+        key = settings.get("api_key")
+        if key is None:
+            key = _env("OPENAI_API_KEY")
         if key is not None:
             if not isinstance(key, str):
                 raise InvalidArgumentError("api_key", "must be a string")
@@ -169,11 +221,14 @@ class ClientConfig:
                 "carries credentials (user:password@) while an API key is set: both would be "
                 "the Authorization header; give one of them",
             )
+        organization, project = settings.get("organization"), settings.get("project")
         for name, value in (("organization", organization), ("project", project)):
             if value is not None:
                 check_header_value(name, value)
+        default_headers = settings.get("default_headers")
         if default_headers is not None:
             check_headers("default_headers", default_headers)
+        default_query = settings.get("default_query")
         if default_query is not None and not isinstance(default_query, Mapping):
             raise InvalidArgumentError(
                 "default_query", f"must be a mapping, got {type(default_query).__name__}"
@@ -183,9 +238,12 @@ class ClientConfig:
                 "No API key: pass api_key=... or set the OPENAI_API_KEY environment variable. "
                 "(A server of your own needs none: pass base_url=..., or set OPENAI_BASE_URL.)"
             )
-        retries = 2 if max_retries is None else max_retries
+        retries = settings.get("max_retries")
+        retries = 2 if retries is None else retries
         if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
             raise InvalidArgumentError("max_retries", f"must be an int >= 0, got {retries!r}")
+        timeout = settings.get("timeout")
+        require_done = settings.get("require_done")
         return cls(
             base_url=url.rstrip("/"),
             api_key=Secret(key) if key else None,
@@ -195,45 +253,39 @@ class ClientConfig:
             default_query=dict(default_query or {}),
             timeout=Timeout() if timeout is None else Timeout.of(timeout),
             max_retries=retries,
-            require_done=require_done,
-            max_body_bytes=_byte_limit("max_body_bytes", max_body_bytes, DEFAULT_MAX_BODY_BYTES),
-            max_line_bytes=_byte_limit("max_line_bytes", max_line_bytes, DEFAULT_MAX_LINE_BYTES),
+            require_done=True if require_done is None else bool(require_done),
+            max_body_bytes=_byte_limit(
+                "max_body_bytes", settings.get("max_body_bytes"), DEFAULT_MAX_BODY_BYTES
+            ),
+            max_line_bytes=_byte_limit(
+                "max_line_bytes", settings.get("max_line_bytes"), DEFAULT_MAX_LINE_BYTES
+            ),
         )
 
-    def with_changes(
-        self,
-        *,
-        api_key: str | None = None,
-        base_url: str | None = None,
-        organization: str | None = None,
-        project: str | None = None,
-        timeout: TimeoutLike | None = None,
-        max_retries: int | None = None,
-        default_headers: Mapping[str, str] | None = None,
-        default_query: Mapping[str, str] | None = None,
-    ) -> ClientConfig:
-        """A copy with some settings changed (``None`` keeps the current one), checked as
-        the constructor checks them; ``default_headers``/``default_query`` are merged in."""
-        return ClientConfig.resolve(
-            api_key=api_key if api_key is not None else _reveal(self.api_key),
-            base_url=base_url or self.base_url,
-            organization=organization if organization is not None else self.organization,
-            project=project if project is not None else self.project,
-            default_headers={**self.default_headers, **(default_headers or {})},
-            default_query={**self.default_query, **(default_query or {})},
-            timeout=timeout if timeout is not None else self.timeout,
-            max_retries=max_retries if max_retries is not None else self.max_retries,
-            require_done=self.require_done,
-            max_body_bytes=self.max_body_bytes,
-            max_line_bytes=self.max_line_bytes,
-        )
+    def settings(self) -> ClientSettings:
+        """These settings in the form `resolve` takes (the key revealed: keep it private)."""
+        values: dict[str, Any] = attrs.asdict(self, recurse=False)
+        values["api_key"] = None if self.api_key is None else self.api_key.reveal()
+        return cast(ClientSettings, values)
 
-    def pickle_state(self, *, custom_transport: bool) -> dict[str, Any]:
+    def with_changes(self, **changes: Unpack[ClientSettings]) -> ClientConfig:
+        """A copy with some settings changed (`None` keeps the current one), checked as
+        the constructor checks them; `default_headers`/`default_query` are merged in."""
+        check_setting_names(changes, "with_options()")
+        merged: dict[str, Any] = dict(self.settings())
+        for name, value in changes.items():
+            if value is None:
+                continue
+            if name in ("default_headers", "default_query"):
+                value = {**merged[name], **value}  # type: ignore[dict-item]
+            merged[name] = value
+        return ClientConfig.resolve(**merged)
+
+    def pickle_state(self) -> dict[str, Any]:
         """What a pickled client carries: every setting but the API key."""
         state = attrs.asdict(self, recurse=False)
         state["api_key"] = None
         state["had_api_key"] = self.api_key is not None
-        state["custom_transport"] = custom_transport
         return state
 
     @classmethod
@@ -241,7 +293,7 @@ class ClientConfig:
         """Rebuild settings on the far side of a pickle; the key is read from the environment."""
         state = dict(state)
         had_key = state.pop("had_api_key")
-        state.pop("custom_transport", None)
+        state.pop("custom_transport", None)  # written by chatlib 0.1.0
         key = _env("OPENAI_API_KEY")
         if had_key and key is None:
             raise MissingAPIKeyError(

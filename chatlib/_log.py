@@ -1,7 +1,7 @@
 """Debug logging of chatlib's HTTP traffic, on the ``chatlib`` logger.
 
 chatlib writes to one logger, ``logging.getLogger("chatlib")``, and only at ``DEBUG``; it adds
-no handler of its own (just a :class:`logging.NullHandler`), so nothing is printed until you
+no handler of its own (just a `logging.NullHandler`), so nothing is printed until you
 configure logging::
 
     import logging
@@ -30,27 +30,84 @@ logger is not enabled for ``DEBUG`` none of this work is done.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
-from chatlib._headers import redact, safe_url
+from chatlib._headers import redact, request_id_of, safe_url
 
 if TYPE_CHECKING:
-    from chatlib._core import HttpRequest
+    from chatlib._request import HttpRequest
 
-__all__ = ["debug_enabled", "log_outcome", "log_retry", "log_send", "logger", "safe_url"]
+__all__ = ["CallLog", "call_log", "log_outcome", "log_retry", "log_send", "logger"]
 
 logger = logging.getLogger("chatlib")
 logger.addHandler(logging.NullHandler())
 
 
-def debug_enabled() -> bool:
-    """Whether the ``chatlib`` logger would emit a DEBUG record (cheap: cached by logging)."""
-    return logger.isEnabledFor(logging.DEBUG)
+class CallLog:
+    """The debug records of one call's attempts, timed with the call's own clock.
+
+    `call_log` hands out a silent one when the logger is not enabled for `DEBUG`, so a call
+    pays one method call per event and formats nothing.
+    """
+
+    __slots__ = ("_clock", "_started")
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self._started = 0.0
+
+    def send(self, request: HttpRequest, attempt: int) -> None:
+        """Attempt `attempt` of `request` is going out."""
+        log_send(request, attempt)
+        self._started = self._clock()
+
+    def outcome(
+        self,
+        request: HttpRequest,
+        attempt: int,
+        status: int | None,
+        headers: Mapping[str, str],
+        error: BaseException | None,
+    ) -> None:
+        """Attempt `attempt` ended: with an HTTP `status`, or with `error`, or both."""
+        log_outcome(request, attempt, self._clock() - self._started, status, headers, error)
+
+    def retry(self, request: HttpRequest, attempt: int, delay: float, error: BaseException) -> None:
+        """Attempt `attempt` failed with `error`; the next one comes in `delay` seconds."""
+        log_retry(request, attempt, delay, error)
+
+
+class _SilentLog(CallLog):
+    __slots__ = ()
+
+    def send(self, request: HttpRequest, attempt: int) -> None:
+        pass
+
+    def outcome(
+        self,
+        request: HttpRequest,
+        attempt: int,
+        status: int | None,
+        headers: Mapping[str, str],
+        error: BaseException | None,
+    ) -> None:
+        pass
+
+    def retry(self, request: HttpRequest, attempt: int, delay: float, error: BaseException) -> None:
+        pass
+
+
+_SILENT = _SilentLog(float)
+
+
+def call_log(clock: Callable[[], float]) -> CallLog:
+    """A `CallLog` for one call: a silent one unless `DEBUG` is enabled (decided once a call)."""
+    return CallLog(clock) if logger.isEnabledFor(logging.DEBUG) else _SILENT
 
 
 def log_send(request: HttpRequest, attempt: int) -> None:
-    """One record: ``request`` (attempt ``attempt``) is being sent."""
+    """One record: `request` (attempt `attempt`) is being sent."""
     url = safe_url(request.url)
     size = 0 if request.body is None else len(request.body)
     logger.debug(
@@ -73,19 +130,13 @@ def log_outcome(
     request: HttpRequest,
     attempt: int,
     elapsed: float,
-    outcome: object,
-    error: BaseException | None = None,
+    status: int | None,
+    headers: Mapping[str, str],
+    error: BaseException | None,
 ) -> None:
-    """One record: attempt ``attempt`` ended after ``elapsed`` s with ``outcome`` (the
-    transport's response, or the error it raised) and, if it failed, ``error``."""
-    from chatlib._core import request_id_of
-
+    """One record: attempt `attempt` ended after `elapsed` s with `status` and/or `error`."""
     url = safe_url(request.url)
     elapsed_ms = round(elapsed * 1000.0, 1)
-    if error is None and isinstance(outcome, BaseException):
-        error = outcome
-    status = getattr(outcome, "status_code", None)
-    headers: Mapping[str, str] = getattr(outcome, "headers", None) or {}
     request_id = request_id_of(headers)
     error_name = None if error is None else type(error).__name__
     shown = " ".join(str(part) for part in (status, error_name) if part is not None)
@@ -111,7 +162,7 @@ def log_outcome(
 
 
 def log_retry(request: HttpRequest, attempt: int, delay: float, error: BaseException) -> None:
-    """One record: attempt ``attempt`` failed with ``error``; the next comes in ``delay`` s."""
+    """One record: attempt `attempt` failed with `error`; the next comes in `delay` s."""
     url = safe_url(request.url)
     status = getattr(error, "status_code", None)
     reason = type(error).__name__ if status is None else f"{status} {type(error).__name__}"

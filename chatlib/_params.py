@@ -1,21 +1,26 @@
-"""The runtime signature of ``create``/``stream``, generated from the request model.
+"""Runtime signatures generated from the typed declarations they unpack.
 
-Static tools (mypy, Pylance) read the ``Unpack[ChatCompletionParams]`` annotation; live
-tools (Jupyter, ``help()``, ``inspect.signature``) read ``__signature__``, set here from
-the fields of :class:`CreateChatCompletionRequest`, so both list every parameter.
+Static tools (mypy, Pylance) read `Unpack[ChatCompletionParams]` and
+`Unpack[ClientSettings]` annotations; live tools (Jupyter, `help()`, `inspect.signature`)
+read `__signature__`, set here from the fields of `CreateChatCompletionRequest` and of
+`ClientSettings`, so both list every parameter, and the docstrings of the clients list
+every setting.
 """
 
 from __future__ import annotations
 
 import inspect
+import re
+import textwrap
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import attrs
 
+from chatlib._config import SETTING_NAMES, ClientSettings
 from chatlib.models import CreateChatCompletionRequest
 
-__all__ = ["with_request_signature"]
+__all__ = ["document_settings", "spell_out_settings", "with_request_signature"]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 _KW = inspect.Parameter.KEYWORD_ONLY
@@ -63,3 +68,35 @@ def with_request_signature(*, with_stream: bool) -> Callable[[_F], _F]:
         return fn
 
     return decorate
+
+
+def spell_out_settings(function: Callable[..., Any]) -> None:
+    """Give `function(..., **settings: Unpack[ClientSettings])` a runtime signature listing
+    every setting (each defaults to `None`: from the environment, else the default)."""
+    signature = inspect.signature(function)
+    fixed = [p for p in signature.parameters.values() if p.kind is not p.VAR_KEYWORD]
+    settings = [
+        inspect.Parameter(name, _KW, default=None, annotation=ClientSettings.__annotations__[name])
+        for name in SETTING_NAMES
+    ]
+    function.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=fixed + settings
+    )
+
+
+_SETTINGS_ARG = re.compile(r"^( *)\*\*settings:.*(?:\n\1 .*)*", re.MULTILINE)
+
+
+def document_settings(doc: str | None) -> str | None:
+    """`doc` with its `**settings:` argument replaced by one entry per setting, taken from
+    the `Attributes` of `ClientSettings` (written once, there)."""
+    source = ClientSettings.__doc__ or ""
+    _, _, attributes = source.partition("Attributes:\n")
+    if doc is None or not attributes:
+        return doc
+    lines = textwrap.dedent(attributes).rstrip().splitlines()
+
+    def entries(match: re.Match[str]) -> str:
+        return textwrap.indent("\n".join(lines), match.group(1))
+
+    return _SETTINGS_ARG.sub(entries, doc, count=1)

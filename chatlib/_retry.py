@@ -12,6 +12,7 @@ from collections.abc import Mapping
 
 import attrs
 
+from chatlib._headers import header
 from chatlib.errors import (
     APIConnectionError,
     APIError,
@@ -23,13 +24,6 @@ from chatlib.errors import (
 __all__ = ["RetryPolicy"]
 
 _RETRY_STATUSES = frozenset({408, 409, 429})
-
-
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    for key, value in headers.items():
-        if key.lower() == name:
-            return value
-    return None
 
 
 @attrs.frozen
@@ -55,7 +49,7 @@ class RetryPolicy:
         """Whether this failure may succeed if the same request is sent again."""
         if isinstance(error, (InsufficientQuotaError, BodyTooLargeError)):
             return False
-        should = _header(headers, "x-should-retry")
+        should = header(headers, "x-should-retry")
         if should == "true":
             return True
         if should == "false":
@@ -78,7 +72,7 @@ class RetryPolicy:
         return base * (1.0 - self.jitter * rand)
 
     def _server_delay(self, headers: Mapping[str, str], now: float) -> float | None:
-        millis = _header(headers, "retry-after-ms")
+        millis = header(headers, "retry-after-ms")
         if millis is not None:
             try:
                 seconds = float(millis) / 1000.0
@@ -86,7 +80,7 @@ class RetryPolicy:
                 seconds = -1.0
             if 0 <= seconds <= self.max_retry_after:
                 return seconds
-        after = _header(headers, "retry-after")
+        after = header(headers, "retry-after")
         if after is None:
             return None
         try:

@@ -9,7 +9,7 @@ from typing import Any
 
 import attrs
 
-from chatlib._headers import check_headers
+from chatlib._checks import check_headers
 from chatlib.errors import InvalidArgumentError
 from chatlib.models import ChatMessage, CreateChatCompletionRequest
 

@@ -13,6 +13,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from chatlib._headers import header, request_id_of, safe_url
+
 __all__ = [
     "APIConnectionError",
     "APIError",
@@ -35,8 +37,6 @@ __all__ = [
     "RateLimitError",
     "RequestTimeoutError",
     "UnprocessableEntityError",
-    "error_from_response",
-    "error_from_stream_payload",
 ]
 
 _SNIPPET_CHARS = 300
@@ -144,6 +144,14 @@ class APITimeoutError(APIConnectionError):
 
     def __init__(self, message: str = "Request timed out.", **kwargs: Any) -> None:
         super().__init__(message, **kwargs)
+
+
+def deadline_exceeded(request_url: str | None = None) -> APITimeoutError:
+    """The error of a call that ran past `timeout.total`, wherever that was noticed."""
+    return APITimeoutError(
+        "Request timed out: the call outlived its total deadline (timeout.total)",
+        request_url=None if request_url is None else safe_url(request_url),
+    )
 
 
 class APIStatusError(APIError):
@@ -282,17 +290,6 @@ def _class_for(status: int, code: object) -> type[APIStatusError]:
     return APIStatusError
 
 
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    value = headers.get(name)
-    if value is not None:
-        return value
-    lowered = name.lower()
-    for key, val in headers.items():
-        if key.lower() == lowered:
-            return val
-    return None
-
-
 _TITLE = re.compile(rb"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
 _HTML = re.compile(rb"<\s*(?:!doctype|html|head|body|div|p|h[1-6]|center|pre|span)\b", re.I)
 _TAGS = re.compile(r"<[^>]+>")
@@ -394,8 +391,8 @@ def error_from_response(status: int, headers: Mapping[str, str], raw_body: bytes
     if server_message is None:
         snippet = text_snippet(raw_body)
         server_message = snippet or None
-    request_id = _header(headers, "x-request-id")
-    location = _header(headers, "location") if 300 <= status < 400 else None
+    request_id = request_id_of(headers)
+    location = header(headers, "location") if 300 <= status < 400 else None
     if location:
         where = f"the server redirected to {location}; use that URL as base_url"
         server_message = f"{where} ({server_message})" if server_message else where

@@ -11,7 +11,7 @@ Every model:
 - accepts enum values it does not know (a new ``finish_reason`` or role parses and comes back
   as the same string).
 
-No I/O and no wire rules live here: see ``chatlib._serde`` and ``chatlib._core``.
+No I/O and no wire rules live here: see `chatlib._serde`, `chatlib._request` and `chatlib._parse`.
 """
 
 from __future__ import annotations

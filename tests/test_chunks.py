@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chatlib._core import ChunkParser
+from chatlib._accumulate import ChatCompletionAccumulator
+from chatlib._parse import ChunkParser
 from chatlib.errors import (
     APIResponseValidationError,
     APIStatusError,
@@ -84,8 +85,11 @@ def parse(data: bytes | list[bytes], **kwargs: Any) -> tuple[list[Any], ChunkPar
     return out, parser
 
 
-def result(parser: ChunkParser) -> CreateChatCompletionResponse:
-    return parser.accumulator.result()
+def result(chunks: list[CreateChatCompletionChunk]) -> CreateChatCompletionResponse:
+    accumulator = ChatCompletionAccumulator()
+    for chunk in chunks:
+        accumulator.add(chunk)
+    return accumulator.result()
 
 
 # ---------------------------------------------------------------- the happy path
@@ -99,7 +103,7 @@ def test_openai_stream_to_chunks_and_completion() -> None:
     assert chunks[4].choices == []
     assert chunks[4].usage.total_tokens == 10
     assert parser.done
-    completion = result(parser)
+    completion = result(chunks)
     assert completion.text == "Hello"
     assert completion.id == "chatcmpl-1"
     assert completion.model == "gpt-4o-mini"
@@ -126,9 +130,9 @@ def test_llama_cpp_python_framing_with_keepalive_first() -> None:
         + frame(chunk({}, finish="length"), compact=False)
         + DONE
     )
-    chunks, parser = parse(data)
+    chunks, _ = parse(data)
     assert [c.text for c in chunks] == ["", "Hi", ""]
-    assert result(parser).choices[0].finish_reason == "length"
+    assert result(chunks).choices[0].finish_reason == "length"
 
 
 def test_llama_server_compact_framing_with_null_content_and_timings() -> None:
@@ -138,9 +142,9 @@ def test_llama_server_compact_framing_with_null_content_and_timings() -> None:
         + frame(chunk({}, finish="stop"))
         + DONE
     )
-    chunks, parser = parse(data)
+    chunks, _ = parse(data)
     assert chunks[1].extra["timings"] == {"predicted_n": 1}
-    assert result(parser).text == "Yo"
+    assert result(chunks).text == "Yo"
 
 
 @pytest.mark.parametrize("eol", [b"\n", b"\r\n", b"\r"])
@@ -162,7 +166,7 @@ def test_done_stops_and_later_events_are_ignored() -> None:
     assert parser.feed(frame(chunk({"content": "late"}))) == []
     assert parser.feed(b'data: {"error": {"message": "late"}}\n\n') == []
     assert parser.finish() == []
-    assert result(parser).text == "a"
+    assert result(got).text == "a"
 
 
 @pytest.mark.parametrize("tail", [b"data: [DONE]\n", b"data: [DONE]", b"data:[DONE]\r\n"])
@@ -193,11 +197,11 @@ def test_done_without_a_trailing_blank_line_is_accepted(tail: bytes) -> None:
     ids=["openai-usage", "vllm-null", "missing", "azure-first"],
 )
 def test_chunks_without_choices_parse(payload: dict[str, Any]) -> None:
-    chunks, parser = parse(frame(payload) + frame(chunk({"content": "a"})) + DONE)
+    chunks, _ = parse(frame(payload) + frame(chunk({"content": "a"})) + DONE)
     assert chunks[0].choices == []
     assert chunks[0].text == ""
     assert chunks[0].to_dict() == payload
-    assert result(parser).text == "a"
+    assert result(chunks).text == "a"
 
 
 # ---------------------------------------------------------------- errors in the stream
@@ -245,7 +249,7 @@ def test_in_stream_errors_raise_the_matching_error(
     data_line = next(line for line in event.split(b"\n") if line.startswith(b"data: "))
     assert error.raw_body == data_line[len(b"data: ") :]
     assert error.request_id == "req_e"
-    assert result(parser).text == "partial"
+    assert result(before).text == "partial"
 
 
 @pytest.mark.parametrize(
@@ -293,13 +297,13 @@ def test_a_frame_of_the_wrong_shape_raises_a_validation_error(payload: Any) -> N
 )
 def test_a_null_choice_is_rejected_or_dropped(payload: Any) -> None:
     try:
-        chunks, parser = parse(frame(payload) + DONE)
+        chunks, _ = parse(frame(payload) + DONE)
     except APIResponseValidationError as exc:
         assert json.loads(exc.raw_body) == payload
         return
     # Dropping the null item would be fine too, as long as nothing crashes.
     assert [c.text for c in chunks] == [""]
-    assert result(parser).text == ""
+    assert result(chunks).text == ""
 
 
 # ---------------------------------------------------------------- a stream that ends early
@@ -312,7 +316,7 @@ def test_stream_ending_without_done_raises_incomplete() -> None:
     with pytest.raises(IncompleteStreamError) as info:
         parser.finish()
     assert "[DONE]" in str(info.value)
-    assert result(parser).text == "cut"
+    assert result(got).text == "cut"
 
 
 def test_an_unterminated_last_event_is_not_delivered() -> None:
@@ -336,7 +340,7 @@ def test_require_done_false_accepts_a_cut_stream() -> None:
     )
     assert [c.text for c in chunks] == ["a", "b"]
     assert parser.done
-    assert result(parser).text == "ab"
+    assert result(chunks).text == "ab"
     empty, _ = parse(b"", require_done=False)
     assert empty == []
 
@@ -359,9 +363,9 @@ def test_keepalives_and_ping_events_are_ignored() -> None:
         + b"data: \n\n"
         + DONE
     )
-    chunks, parser = parse(data)
+    chunks, _ = parse(data)
     assert [c.text for c in chunks] == ["a", "b"]
-    assert result(parser).text == "ab"
+    assert result(chunks).text == "ab"
 
 
 # ---------------------------------------------------------------- a JSON body instead of a stream
@@ -431,22 +435,22 @@ SPLIT_STREAM = (
 def test_any_split_gives_the_same_chunks(cuts: list[int]) -> None:
     bounds = [0, *sorted(cuts), len(SPLIT_STREAM)]
     pieces = [SPLIT_STREAM[a:b] for a, b in itertools.pairwise(bounds)]
-    chunks, parser = parse(pieces)
+    chunks, _ = parse(pieces)
     assert [c.to_dict() for c in chunks] == EXPECTED_SPLIT_CHUNKS
-    assert result(parser).to_dict() == EXPECTED_SPLIT_RESULT
+    assert result(chunks).to_dict() == EXPECTED_SPLIT_RESULT
 
 
 def test_byte_by_byte_feeding() -> None:
-    chunks, parser = parse([SPLIT_STREAM[i : i + 1] for i in range(len(SPLIT_STREAM))])
+    chunks, _ = parse([SPLIT_STREAM[i : i + 1] for i in range(len(SPLIT_STREAM))])
     assert [c.to_dict() for c in chunks] == EXPECTED_SPLIT_CHUNKS
-    completion = result(parser)
+    completion = result(chunks)
     assert completion.text == "h\u00e9llo \u2713 \U0001f389"
     assert completion.choices[0].message.tool_calls[0].function.arguments == '{"a": 1}'
 
 
 _whole, _whole_parser = parse(SPLIT_STREAM)
 EXPECTED_SPLIT_CHUNKS = [c.to_dict() for c in _whole]
-EXPECTED_SPLIT_RESULT = result(_whole_parser).to_dict()
+EXPECTED_SPLIT_RESULT = result(_whole).to_dict()
 assert len(EXPECTED_SPLIT_CHUNKS) == 7
 
 
@@ -489,8 +493,8 @@ def test_tool_call_arguments_concatenate_by_index_openai_style() -> None:
         + frame(chunk({}, finish="tool_calls"))
         + DONE
     )
-    _, parser = parse(data)
-    message = result(parser).choices[0].message
+    chunks, _ = parse(data)
+    message = result(chunks).choices[0].message
     assert message.content is None
     first, second = message.tool_calls
     assert isinstance(first, ChatCompletionMessageToolCall)
@@ -504,7 +508,7 @@ def test_tool_call_arguments_concatenate_by_index_openai_style() -> None:
         "get_time",
         "{}",
     )
-    assert result(parser).choices[0].finish_reason == "tool_calls"
+    assert result(chunks).choices[0].finish_reason == "tool_calls"
 
 
 def test_llama_cpp_repeated_tool_call_id_and_name_are_not_concatenated() -> None:
@@ -519,8 +523,8 @@ def test_llama_cpp_repeated_tool_call_id_and_name_are_not_concatenated() -> None
         }
         data += frame(chunk({"tool_calls": [call]}), compact=False)
     data += frame(chunk({}, finish="tool_calls"), compact=False) + DONE
-    _, parser = parse(data)
-    (call,) = result(parser).choices[0].message.tool_calls
+    chunks, _ = parse(data)
+    (call,) = result(chunks).choices[0].message.tool_calls
     assert call.id == "call__0_get_weather_cmpl-1"
     assert call.type == "function"
     assert call.function.name == "get_weather"
@@ -546,8 +550,8 @@ def test_custom_tool_call_input_is_concatenated() -> None:
         + frame(chunk({"tool_calls": [{"index": 0, "custom": {"input": "ECT 1"}}]}))
         + DONE
     )
-    _, parser = parse(data)
-    (call,) = result(parser).choices[0].message.to_dict()["tool_calls"]
+    chunks, _ = parse(data)
+    (call,) = result(chunks).choices[0].message.to_dict()["tool_calls"]
     assert call == {"id": "c1", "type": "custom", "custom": {"name": "sql", "input": "SELECT 1"}}
 
 
@@ -555,10 +559,10 @@ def test_ollama_repeated_role_is_not_concatenated() -> None:
     data = b"".join(
         frame(chunk({"role": "assistant", "content": piece})) for piece in ["The", " sky", " is"]
     )
-    _, parser = parse(
+    chunks, _ = parse(
         data + frame(chunk({"role": "assistant", "content": ""}, finish="stop")) + DONE
     )
-    message = result(parser).choices[0].message
+    message = result(chunks).choices[0].message
     assert message.role == "assistant"
     assert message.content == "The sky is"
 
@@ -575,9 +579,9 @@ def test_interleaved_choices_are_kept_apart() -> None:
         + frame({**chunk(), "choices": [], "usage": USAGE})
         + DONE
     )
-    chunks, parser = parse(data)
+    chunks, _ = parse(data)
     assert [c.text for c in chunks] == ["", "A1", "A2", "", "", "", "", ""]
-    completion = result(parser)
+    completion = result(chunks)
     assert [c.index for c in completion.choices] == [0, 1]
     assert [c.message.content for c in completion.choices] == ["A1A2", "B1B2"]
     assert [c.finish_reason for c in completion.choices] == ["stop", "length"]
@@ -586,14 +590,14 @@ def test_interleaved_choices_are_kept_apart() -> None:
 
 
 def test_usage_only_final_chunk_lands_in_the_completion() -> None:
-    _, parser = parse(OPENAI_STREAM)
-    assert result(parser).usage.to_dict() == USAGE
+    chunks, _ = parse(OPENAI_STREAM)
+    assert result(chunks).usage.to_dict() == USAGE
 
 
 def test_no_usage_when_the_server_sends_none() -> None:
-    _, parser = parse(frame(chunk({"content": "a"})) + DONE)
-    assert result(parser).usage is None
-    assert "usage" not in result(parser).to_dict()
+    chunks, _ = parse(frame(chunk({"content": "a"})) + DONE)
+    assert result(chunks).usage is None
+    assert "usage" not in result(chunks).to_dict()
 
 
 def test_groq_usage_under_x_groq() -> None:
@@ -612,8 +616,8 @@ def test_groq_usage_under_x_groq() -> None:
         + frame(chunk({}, finish="stop", x_groq={"id": "req_01", "usage": groq_usage}))
         + DONE
     )
-    _, parser = parse(data)
-    usage = result(parser).usage
+    chunks, _ = parse(data)
+    usage = result(chunks).usage
     assert usage is not None
     assert (usage.prompt_tokens, usage.completion_tokens, usage.total_tokens) == (11, 8, 19)
     assert usage.extra["queue_time"] == 0.017
@@ -628,9 +632,9 @@ def test_reasoning_content_is_collected_into_message_extra() -> None:
         + frame(chunk({"content": " is larger"}, finish="stop"))
         + DONE
     )
-    chunks, parser = parse(data)
+    chunks, _ = parse(data)
     assert chunks[1].choices[0].delta.extra["reasoning_content"] == "Compare "
-    message = result(parser).choices[0].message
+    message = result(chunks).choices[0].message
     assert message.content == "9.8 is larger"
     assert message.extra["reasoning_content"] == "Compare the tenths."
 
@@ -660,9 +664,9 @@ def test_azure_empty_first_chunk_does_not_blank_the_id_and_model() -> None:
         "object": "",
     }
     data = frame(azure_first) + frame(chunk({"content": "x"})) + frame(azure_filter_tail) + DONE
-    _, parser = parse(data)
-    assert result(parser).text == "x"
-    completion = result(parser)
+    chunks, _ = parse(data)
+    assert result(chunks).text == "x"
+    completion = result(chunks)
     assert completion.id == "chatcmpl-1"
     assert completion.model == "gpt-4o-mini"
     assert completion.created == 1741569952
@@ -670,10 +674,10 @@ def test_azure_empty_first_chunk_does_not_blank_the_id_and_model() -> None:
 
 def test_accumulated_result_is_available_mid_stream() -> None:
     parser = ChunkParser(request_id=None, max_line_bytes=MAX_LINE)
-    parser.feed(frame(chunk({"content": "a"})))
-    assert result(parser).text == "a"
-    parser.feed(frame(chunk({"content": "b"})))
-    assert result(parser).text == "ab"
+    seen = parser.feed(frame(chunk({"content": "a"})))
+    assert result(seen).text == "a"
+    seen += parser.feed(frame(chunk({"content": "b"})))
+    assert result(seen).text == "ab"
 
 
 def test_request_id_is_exposed() -> None:
@@ -704,8 +708,8 @@ def test_logprobs_are_concatenated_per_choice() -> None:
         + frame(chunk({}, finish="stop"))
         + DONE
     )
-    _, parser = parse(data)
-    choice = result(parser).choices[0]
+    chunks, _ = parse(data)
+    choice = result(chunks).choices[0]
     assert [t.token for t in choice.logprobs.content] == ["He", "y"]
     assert choice.message.content == "Hey"
 
@@ -717,8 +721,8 @@ def test_streamed_audio_output_is_merged_like_text() -> None:
         + frame(chunk({"audio": {"data": "RiQA", "expires_at": 1741570000}}, finish="stop"))
         + DONE
     )
-    _, parser = parse(data)
-    audio = result(parser).choices[0].message.audio
+    chunks, _ = parse(data)
+    audio = result(chunks).choices[0].message.audio
     assert audio is not None
     assert (audio.id, audio.transcript, audio.data, audio.expires_at) == (
         "audio_1",

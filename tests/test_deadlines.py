@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from chatlib import Timeout
-from chatlib._watchdog import watchdog
+from chatlib._transports.watchdog import watchdog
 from chatlib.errors import APITimeoutError
 
 USER = {"role": "user", "content": "Hi"}

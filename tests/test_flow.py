@@ -10,18 +10,11 @@ from typing import Any
 import attrs
 import pytest
 
+from chatlib._call import Call, plan_call
 from chatlib._config import ClientConfig, Timeout
-from chatlib._core import (
-    Call,
-    HttpRequest,
-    ReadBody,
-    Send,
-    Sleep,
-    build_request,
-    parse_completion,
-    plan_call,
-    request_flow,
-)
+from chatlib._flow import ReadBody, Send, Sleep, keep_open, parse_body, request_flow
+from chatlib._parse import parse_completion
+from chatlib._request import HttpRequest, build_request
 from chatlib._retry import RetryPolicy
 from chatlib.errors import (
     APIConnectionError,
@@ -98,12 +91,13 @@ def make_flow(
 ) -> Generator[Any, Any, Any]:
     return request_flow(
         request or make_request(),
+        finish=keep_open(lambda response: response)
+        if parse is None
+        else parse_body(parse, max_body_bytes),
         policy=policy or RetryPolicy(),
-        max_body_bytes=max_body_bytes,
         clock=clock or FakeClock(),
         wall_clock=lambda: WALL,
         rand=lambda: RAND,
-        parse=parse,
     )
 
 
@@ -550,7 +544,7 @@ def test_plan_call_timeout_and_idempotency_key() -> None:
 def test_call_flow_uses_the_configured_retry_budget() -> None:
     config = ClientConfig.resolve(base_url="http://127.0.0.1:9/v1", max_retries=0)
     call = plan_call(config, None, {"model": "m", "messages": [USER]}, stream=None)
-    flow = call.flow(clock=FakeClock(), wall_clock=lambda: WALL, rand=lambda: RAND)
+    flow = call.completion_flow(clock=FakeClock(), wall_clock=lambda: WALL, rand=lambda: RAND)
     run = drive(flow, [Resp(503, {}, b"")])
     assert isinstance(run.error, InternalServerError)
     assert run.sleeps == []
@@ -558,7 +552,9 @@ def test_call_flow_uses_the_configured_retry_budget() -> None:
 
 def test_call_flow_of_a_stream_does_not_read_the_body() -> None:
     call = plan_call(CONFIG, None, {"model": "m", "messages": [USER]}, stream=True)
-    flow = call.flow(clock=FakeClock(), wall_clock=lambda: WALL, rand=lambda: RAND)
+    flow = call.stream_flow(
+        lambda response: response, clock=FakeClock(), wall_clock=lambda: WALL, rand=lambda: RAND
+    )
     response = Resp(200, {}, b"")
     run = drive(flow, [response])
     assert run.result is response
@@ -573,7 +569,7 @@ BIG_ERROR_PAGE = b"<html><title>503 Service Unavailable</title>" + b"x" * (2 << 
 
 def test_sync_driver_reports_the_status_of_a_huge_error_page() -> None:
     from chatlib._sync import SyncChat
-    from chatlib._transport import FakeResponse, FakeTransport
+    from chatlib._transports.fake import FakeResponse, FakeTransport
 
     transport = FakeTransport(FakeResponse(503, {}, [BIG_ERROR_PAGE]))
     with (
@@ -586,7 +582,7 @@ def test_sync_driver_reports_the_status_of_a_huge_error_page() -> None:
 
 async def test_async_driver_reports_the_status_of_a_huge_error_page() -> None:
     from chatlib._async import AsyncChat
-    from chatlib._transport import FakeResponse, FakeTransport
+    from chatlib._transports.fake import FakeResponse, FakeTransport
 
     transport = FakeTransport(FakeResponse(503, {}, [BIG_ERROR_PAGE]))
     async with AsyncChat(
@@ -670,7 +666,9 @@ def test_a_stream_keeps_the_deadline_its_call_started_with() -> None:
         timeout=Timeout(connect=1, read=5, total=10),
     )
     run = drive(
-        call.flow(clock=clock, wall_clock=lambda: WALL, rand=lambda: RAND),
+        call.stream_flow(
+            lambda response: response, clock=clock, wall_clock=lambda: WALL, rand=lambda: RAND
+        ),
         [Resp(503, {"retry-after": "6"}), Resp(200, {"content-type": "text/event-stream"})],
         clock=clock,
     )

@@ -12,7 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from chatlib._config import ClientConfig
-from chatlib._core import ChunkParser, StreamState, parse_completion
+from chatlib._parse import ChunkParser, parse_completion
+from chatlib._stream import StreamState
 from chatlib.errors import APIResponseValidationError, ChatLibError, error_from_response
 
 # Small values, so that type confusions (a number where text belongs, a list as an index...)
@@ -100,7 +101,7 @@ frames = st.lists(
 def _run(pieces: list[bytes], max_line_bytes: int = 4096) -> list[dict[str, Any]] | str:
     """Feed a stream the way the facades do; the chunks handed out, or the error's class."""
     config = ClientConfig.resolve(base_url="http://127.0.0.1:9/v1", max_line_bytes=max_line_bytes)
-    parser = ChunkParser(request_id=None, max_line_bytes=config.max_line_bytes, accumulate=False)
+    parser = ChunkParser(request_id=None, max_line_bytes=config.max_line_bytes)
     state = StreamState(parser, deadline=None, clock=time.monotonic, response_headers={})
     out: list[dict[str, Any]] = []
     try:

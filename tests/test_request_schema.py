@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from chatlib._config import ClientConfig
-from chatlib._core import HttpRequest, build_request
+from chatlib._request import HttpRequest, build_request
 from chatlib.models import (
     ChatCompletionMessageCustomToolCall,
     ChatCompletionMessageToolCall,

@@ -25,8 +25,8 @@ import requests
 from aiohttp import web
 
 from chatlib import AsyncChat, SyncChat, Timeout
+from chatlib._call import plan_call
 from chatlib._config import DEFAULT_BASE_URL, Secret
-from chatlib._core import plan_call
 from chatlib.errors import (
     APIConnectionError,
     APIError,

@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 
+from chatlib._call import plan_call
 from chatlib._config import ClientConfig
-from chatlib._core import build_request, plan_call
-from chatlib._transport import FakeTransport
+from chatlib._request import build_request
+from chatlib._transports.fake import FakeTransport
 from chatlib.errors import ChatLibError, InvalidArgumentError
 from chatlib.models import ChatMessage, ChatRole, CreateChatCompletionRequest
 

@@ -1,94 +1,21 @@
-"""The transport protocols, and a scripted fake transport for tests.
+"""A scripted fake transport, for unit tests of either facade without a network.
 
-A transport moves bytes and nothing else. ``send`` returns once the status line and
-headers are in; the body is read through the response's byte iterator. Every failure is
-raised as :class:`chatlib.errors.APIConnectionError` (or its subclass
-:class:`chatlib.errors.APITimeoutError`), never as the HTTP library's own exception.
-
-Plugging in another HTTP library is a class with a ``send`` method (sync or async) whose
-response has ``status_code``, ``headers``, a byte iterator and a close method: see
-``docs/transports.md``.
+`FakeTransport` answers each `send` with the next scripted `FakeResponse` (or raises the next
+scripted `APIConnectionError`) and records every request; `as_async()` puts the same script
+behind the async protocol, so one test body can drive `SyncChat` and `AsyncChat` alike.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from typing import Protocol, Union, runtime_checkable
+from typing import Union
 
 import attrs
 
-from chatlib._core import HttpRequest
+from chatlib._request import HttpRequest
 from chatlib.errors import APIConnectionError
 
-__all__ = [
-    "AsyncResponse",
-    "AsyncTransport",
-    "FakeResponse",
-    "FakeTransport",
-    "SyncResponse",
-    "SyncTransport",
-]
-
-
-@runtime_checkable
-class SyncResponse(Protocol):
-    """An HTTP response whose body has not been read yet (blocking I/O)."""
-
-    status_code: int
-    headers: Mapping[str, str]
-
-    def iter_bytes(self) -> Iterator[bytes]:
-        """The body, in pieces as they arrive."""
-        ...
-
-    def close(self) -> None:
-        """Release the connection (back to the pool if the body was read to its end)."""
-        ...
-
-
-@runtime_checkable
-class SyncTransport(Protocol):
-    """Sends one request and returns the response once its headers have arrived."""
-
-    def send(self, request: HttpRequest) -> SyncResponse:
-        """Send ``request``; raise APIConnectionError/APITimeoutError on failure."""
-        ...
-
-    def close(self) -> None:
-        """Close every pooled connection."""
-        ...
-
-
-@runtime_checkable
-class AsyncResponse(Protocol):
-    """An HTTP response whose body has not been read yet (asyncio)."""
-
-    status_code: int
-    headers: Mapping[str, str]
-
-    def aiter_bytes(self) -> AsyncIterator[bytes]:
-        """The body, in pieces as they arrive."""
-        ...
-
-    async def aclose(self) -> None:
-        """Release the connection (back to the pool if the body was read to its end)."""
-        ...
-
-
-@runtime_checkable
-class AsyncTransport(Protocol):
-    """Sends one request and returns the response once its headers have arrived."""
-
-    async def send(self, request: HttpRequest) -> AsyncResponse:
-        """Send ``request``; raise APIConnectionError/APITimeoutError on failure."""
-        ...
-
-    async def aclose(self) -> None:
-        """Close every pooled connection."""
-        ...
-
-
-# ---------------------------------------------------------------- the fake
+__all__ = ["AsyncFakeTransport", "FakeOutcome", "FakeResponse", "FakeTransport"]
 
 
 @attrs.define

@@ -1,0 +1,26 @@
+# The public names of `chatlib`, written once: type checkers and IDEs read this stub, and
+# `chatlib/__init__.py` reads it at import time to know which module serves each name lazily
+# (the `lazy_loader` / SPEC 1 pattern). A star import makes every name in that module's
+# `__all__` public here too.
+
+from chatlib._async import AsyncChat as AsyncChat
+from chatlib._async import AsyncChatStream as AsyncChatStream
+from chatlib._config import ClientSettings as ClientSettings
+from chatlib._config import Timeout as Timeout
+from chatlib._functions import create_chat_completion as create_chat_completion
+from chatlib._functions import create_chat_completion_stream as create_chat_completion_stream
+from chatlib._sync import ChatStream as ChatStream
+from chatlib._sync import SyncChat as SyncChat
+from chatlib.errors import *
+from chatlib.models import ChatCompletionChoice as ChatCompletionChoice
+from chatlib.models import ChatCompletionChunkChoice as ChatCompletionChunkChoice
+from chatlib.models import ChatCompletionDelta as ChatCompletionDelta
+from chatlib.models import ChatCompletionUsage as ChatCompletionUsage
+from chatlib.models import ChatMessage as ChatMessage
+from chatlib.models import ChatRole as ChatRole
+from chatlib.models import CreateChatCompletionChunk as CreateChatCompletionChunk
+from chatlib.models import CreateChatCompletionRequest as CreateChatCompletionRequest
+from chatlib.models import CreateChatCompletionResponse as CreateChatCompletionResponse
+from chatlib.models import FinishReason as FinishReason
+
+__version__: str

@@ -1,0 +1,272 @@
+"""Parsing answers: a whole completion body, and the bytes of a stream into chunks. Pure.
+
+Malformed output never escapes as a `json` or model error: it raises the matching chatlib
+error with the raw bytes kept (`.raw_body`), and an error object sent with a 200 status (in
+a body or mid-stream) raises the error it describes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from collections.abc import Mapping
+from typing import Any
+
+from chatlib._accumulate import ChatCompletionAccumulator
+from chatlib._headers import request_id_of
+from chatlib._serde import ModelShapeError, converter
+from chatlib.errors import (
+    APIResponseValidationError,
+    BodyTooLargeError,
+    IncompleteStreamError,
+    error_from_stream_payload,
+    text_snippet,
+)
+from chatlib.models import CreateChatCompletionChunk, CreateChatCompletionResponse
+from chatlib.sse import SSEDecoder
+
+__all__ = ["BodyCollector", "ChunkParser", "fold_chunk", "parse_completion"]
+
+
+_structure_completion = converter.get_structure_hook(CreateChatCompletionResponse)
+_structure_chunk = converter.get_structure_hook(CreateChatCompletionChunk)
+
+
+def _is_error_object(data: dict[str, Any]) -> bool:
+    if "choices" in data:
+        return False
+    return "error" in data or data.get("object") == "error"
+
+
+def parse_completion(
+    status: int, headers: Mapping[str, str], raw: bytes
+) -> CreateChatCompletionResponse:
+    """Parse a successful non-streaming answer; malformed ones raise with the raw body kept."""
+    request_id = request_id_of(headers)
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise APIResponseValidationError(
+            f"the server's answer is not valid JSON ({exc}); raw body kept in .raw_body",
+            status_code=status,
+            raw_body=raw,
+            request_id=request_id,
+        ) from None
+    if not isinstance(data, dict):
+        raise APIResponseValidationError(
+            f"expected a JSON object, got {type(data).__name__}",
+            status_code=status,
+            raw_body=raw,
+            body=data,
+            request_id=request_id,
+        )
+    if _is_error_object(data):
+        raise error_from_stream_payload(
+            data, raw, request_id=request_id, where="error body with status 200"
+        )
+    try:
+        result: CreateChatCompletionResponse = _structure_completion(data, None)
+    except (ModelShapeError, TypeError, ValueError, AttributeError) as exc:
+        raise APIResponseValidationError(
+            f"the answer does not have the shape of a chat completion: {exc}",
+            status_code=status,
+            raw_body=raw,
+            body=data,
+            request_id=request_id,
+        ) from None
+    return result
+
+
+class BodyCollector:
+    """Gathers a body piece by piece, refusing to grow past ``limit`` bytes."""
+
+    __slots__ = ("_limit", "_parts", "_size")
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._parts: list[bytes] = []
+        self._size = 0
+
+    def feed(self, data: bytes) -> None:
+        """Add ``data``; raises BodyTooLargeError once the total exceeds the limit."""
+        self._size += len(data)
+        if self._size > self._limit:
+            raise BodyTooLargeError(
+                f"the response body exceeds {self._limit} bytes (max_body_bytes)",
+                raw_body=b"".join(self._parts)[:1024],
+            )
+        self._parts.append(data)
+
+    def result(self) -> bytes:
+        """Everything fed so far."""
+        return b"".join(self._parts)
+
+
+class ChunkParser:
+    """Turns the bytes of a streamed answer into chunks; pure, fed by either facade.
+
+    Stops at ``data: [DONE]``; raises the matching chatlib error for an in-stream error, a
+    frame that is not JSON (keeping the raw frame), or (``require_done``) a stream that ends
+    without ``[DONE]``. A JSON body where a stream was expected (an error answered with 200)
+    is recognised and reported too. Chunks are not merged here: a stream merges the chunks
+    it hands out (`fold_chunk`), so what it shows as accumulated is what the user saw.
+    """
+
+    def __init__(
+        self,
+        *,
+        request_id: str | None,
+        max_line_bytes: int,
+        require_done: bool = True,
+    ) -> None:
+        self._decoder = SSEDecoder(max_line_bytes=max_line_bytes)
+        self._request_id = request_id
+        self._require_done = require_done
+        self._json_body: bytearray | None = None
+        self._max_line_bytes = max_line_bytes
+        self._started = False
+        self._events_seen = 0
+        self.done = False
+
+    @property
+    def request_id(self) -> str | None:
+        """The request id of the response being parsed."""
+        return self._request_id
+
+    def feed(self, data: bytes) -> list[CreateChatCompletionChunk]:
+        """Chunks completed by ``data`` (none once ``[DONE]`` was seen)."""
+        out: deque[CreateChatCompletionChunk] = deque()
+        self.feed_into(data, out)
+        return list(out)
+
+    def feed_into(self, data: bytes, out: deque[CreateChatCompletionChunk]) -> None:
+        """Like :meth:`feed`, appending each chunk to ``out`` as it is made, so the chunks
+        that came before a failure in the same ``data`` are in ``out`` when it raises."""
+        if self.done or not data:
+            return
+        if not self._started:
+            stripped = data.lstrip()
+            if not stripped:
+                return
+            self._started = True
+            if stripped[:1] in (b"{", b"[", b"<"):  # a JSON body or an HTML page, not SSE
+                self._json_body = bytearray()
+        if self._json_body is not None:
+            self._json_body += data
+            if len(self._json_body) > self._max_line_bytes:
+                raise BodyTooLargeError(
+                    "a JSON body where a stream was expected exceeds max_line_bytes",
+                    raw_body=bytes(self._json_body[:1024]),
+                )
+            return
+        for event in self._decoder.feed(data):
+            chunk = self._on_event(event.event, event.data)
+            if chunk is not None:
+                out.append(chunk)
+            if self.done:
+                break
+
+    def _on_event(self, kind: str, data: str) -> CreateChatCompletionChunk | None:
+        self._events_seen += 1
+        if data == "[DONE]":
+            self.done = True
+            return None
+        if kind not in ("message", "error") or not data:
+            # Keep-alives, vendor events (``event: ping``) and a bare ``data:`` are not chunks.
+            return None
+        try:
+            payload = json.loads(data)
+        except (ValueError, RecursionError) as exc:
+            raw = data.encode("utf-8")
+            if kind == "error":
+                raise error_from_stream_payload(data, raw, request_id=self._request_id) from None
+            raise APIResponseValidationError(
+                f"a stream frame is not valid JSON ({exc}); the frame is kept in .raw_body",
+                raw_body=raw,
+                request_id=self._request_id,
+            ) from None
+        if kind == "error" or (isinstance(payload, dict) and _is_error_object(payload)):
+            raw = data.encode("utf-8")
+            raise error_from_stream_payload(payload, raw, request_id=self._request_id)
+        if not isinstance(payload, dict):
+            raise APIResponseValidationError(
+                f"a stream frame is not a JSON object: {data[:200]!r}",
+                raw_body=data.encode("utf-8"),
+                body=payload,
+                request_id=self._request_id,
+            )
+        try:
+            chunk: CreateChatCompletionChunk = _structure_chunk(payload, None)
+        except (ModelShapeError, TypeError, ValueError, AttributeError) as exc:
+            raise APIResponseValidationError(
+                f"a stream frame does not have the shape of a chunk: {exc}",
+                raw_body=data.encode("utf-8"),
+                body=payload,
+                request_id=self._request_id,
+            ) from None
+        return chunk
+
+    def finish(self) -> list[CreateChatCompletionChunk]:
+        """The body ended: report what that means. Returns any last chunks."""
+        if self.done:
+            return []
+        if self._json_body is not None:
+            raw = bytes(self._json_body)
+            if raw.lstrip()[:1] == b"<":
+                raise APIResponseValidationError(
+                    f"expected an event stream, got an HTML page: {text_snippet(raw)!r}; "
+                    "raw body kept in .raw_body",
+                    raw_body=raw,
+                    request_id=self._request_id,
+                )
+            try:
+                payload = json.loads(raw)
+            except (ValueError, RecursionError):
+                payload = None
+            if isinstance(payload, dict) and _is_error_object(payload):
+                raise error_from_stream_payload(
+                    payload, raw, request_id=self._request_id, where="error body with status 200"
+                )
+            raise APIResponseValidationError(
+                "expected an event stream, got a JSON body; raw body kept in .raw_body",
+                raw_body=raw,
+                body=payload,
+                request_id=self._request_id,
+            )
+        chunks: list[CreateChatCompletionChunk] = []
+        pending = self._decoder.pending_event()
+        if pending is not None and pending.data == "[DONE]":
+            self.done = True  # "data: [DONE]" with no blank line after it: finished all the same
+            return chunks
+        self._decoder.flush()
+        if not self._require_done:
+            self.done = True
+            return chunks
+        if not self._started or self._events_seen == 0:
+            raise IncompleteStreamError(
+                "the server ended the stream without sending any event (llama.cpp does this "
+                "when the prompt does not fit the context)"
+            )
+        raise IncompleteStreamError(
+            "the stream ended before data: [DONE]; the answer may be cut off "
+            "(what arrived is in stream.accumulated)"
+        )
+
+
+def fold_chunk(
+    accumulator: ChatCompletionAccumulator,
+    chunk: CreateChatCompletionChunk,
+    request_id: str | None,
+) -> None:
+    """Merge `chunk` into `accumulator`; a value of the wrong type is the server's fault,
+    raised as `APIResponseValidationError` with the chunk as its body."""
+    try:
+        accumulator.add(chunk)
+    except ModelShapeError as exc:
+        body = chunk.to_dict()
+        raise APIResponseValidationError(
+            f"a stream chunk has a value of the wrong type: {exc}",
+            raw_body=json.dumps(body, ensure_ascii=False).encode("utf-8"),
+            body=body,
+            request_id=request_id,
+        ) from None

@@ -1,0 +1,162 @@
+"""Building the HTTP request of a chat completion: pure, no I/O.
+
+`build_request` validates a `CreateChatCompletionRequest` and turns it into an `HttpRequest`
+for a client's settings: the URL (a base URL's own query kept after the path), the headers
+(key, organization, project, idempotency key, defaults, per-call extras) and the JSON body
+(the fields that were set, messages in their clean request form, `extra_body` on top).
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlencode
+
+import attrs
+
+from chatlib import __version__
+from chatlib._config import ClientConfig, Timeout
+from chatlib._headers import redact, safe_url
+from chatlib._serde import make_unstructurer, unstructure
+from chatlib._validate import validate_request
+from chatlib.errors import InvalidArgumentError
+from chatlib.models import ChatMessage, CreateChatCompletionRequest
+
+__all__ = ["HttpRequest", "build_request", "request_body"]
+
+_USER_AGENT = f"chatlib/{__version__} python/{platform.python_version()}"
+_ASSISTANT_RESPONSE_ONLY = ("annotations",)
+
+
+@attrs.frozen(repr=False)
+class HttpRequest:
+    """One HTTP request, fully built. ``repr`` hides credentials."""
+
+    method: str
+    url: str
+    headers: Mapping[str, str]
+    body: bytes | None
+    timeout: Timeout
+    stream: bool = False
+
+    def __repr__(self) -> str:
+        return f"HttpRequest({self.method} {safe_url(self.url)}, headers={redact(self.headers)!r})"
+
+
+def _message_to_wire(message: Any) -> Any:
+    data: dict[str, Any]
+    if message.__class__ is dict:  # the common case, without an abstract isinstance check
+        data = unstructure(message)
+    elif isinstance(message, ChatMessage):
+        data = message.to_dict()
+    elif isinstance(message, Mapping):
+        data = unstructure(message)
+    else:
+        return message
+    if data.get("role") == "assistant":
+        # Messages copied from a response carry fields the request schema does not take, and
+        # llama.cpp answers 500 to ``"content": null`` beside tool calls: send the clean form.
+        for key in _ASSISTANT_RESPONSE_ONLY:
+            data.pop(key, None)
+        if data.get("refusal", "") is None:
+            del data["refusal"]
+        if data.get("content", "") is None and (
+            data.get("tool_calls") or data.get("function_call")
+        ):
+            del data["content"]
+        audio = data.get("audio")
+        if isinstance(audio, Mapping) and "id" in audio:
+            data["audio"] = {"id": audio["id"]}
+    return data
+
+
+def request_body(request: CreateChatCompletionRequest, *, stream: bool) -> dict[str, Any]:
+    """The JSON body for ``request``: the fields that were set, ``extra_body`` merged on top."""
+    if request.__class__ is CreateChatCompletionRequest:
+        body = _request_fields(request)  # messages and extra_* left unconverted: done below
+    else:
+        body = request.to_dict()
+    for key in ("extra_body", "extra_headers", "extra_query"):
+        body.pop(key, None)
+    body["messages"] = [_message_to_wire(m) for m in request.messages]
+    if stream:
+        body["stream"] = True
+    if request.extra_body:
+        body.update(unstructure(dict(request.extra_body)))
+    return body
+
+
+# ``request.to_dict()``, minus converting the fields ``request_body`` replaces or drops anyway.
+_request_fields = make_unstructurer(
+    CreateChatCompletionRequest,
+    raw=frozenset({"messages", "extra_body", "extra_headers", "extra_query"}),
+)
+# What ``json.dumps(body, separators=..., ...)`` builds on every call, built once.
+_encode_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+
+
+def _unencodable_field(request: CreateChatCompletionRequest, body: Mapping[str, Any]) -> str:
+    """The argument to blame for a body that ``json.dumps`` refused (an error path only)."""
+    extra_keys = set(request.extra_body or ())
+    for key, value in body.items():
+        try:
+            json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError):
+            return "extra_body" if key in extra_keys else key
+    return "request"
+
+
+def build_request(
+    config: ClientConfig,
+    request: CreateChatCompletionRequest,
+    *,
+    stream: bool,
+    timeout: Timeout | None = None,
+    idempotency_key: str | None = None,
+) -> HttpRequest:
+    """Validate ``request`` and turn it into an :class:`HttpRequest` for ``config``'s server."""
+    validate_request(request)
+    try:
+        body = request_body(request, stream=stream)
+    except RecursionError:
+        raise InvalidArgumentError(
+            "messages", "nested too deeply to send (does a message contain itself?)"
+        ) from None
+    try:
+        payload = _encode_json(body)
+    except (TypeError, ValueError) as exc:
+        field = _unencodable_field(request, body)
+        raise InvalidArgumentError(field, f"cannot be sent as JSON: {exc}") from None
+    headers: dict[str, str] = {
+        "Content-Type": "application/json",
+        "Accept": "text/event-stream" if stream else "application/json",
+        "User-Agent": _USER_AGENT,
+    }
+    if config.api_key is not None:
+        headers["Authorization"] = f"Bearer {config.api_key.reveal()}"
+    if config.organization:
+        headers["OpenAI-Organization"] = config.organization
+    if config.project:
+        headers["OpenAI-Project"] = config.project
+    if idempotency_key:
+        headers["Idempotency-Key"] = idempotency_key
+    headers.update(config.default_headers)
+    if request.extra_headers:
+        headers.update(request.extra_headers)
+    query = {**config.default_query, **(request.extra_query or {})}
+    # A base URL may carry its own query (Azure's ``?api-version=``): the path goes before it.
+    base, _, base_query = config.base_url.partition("?")
+    url = f"{base.rstrip('/')}/chat/completions"
+    encoded = "&".join(part for part in (base_query, urlencode(query) if query else "") if part)
+    if encoded:
+        url += "?" + encoded
+    return HttpRequest(
+        method="POST",
+        url=url,
+        headers=headers,
+        body=payload.encode("utf-8"),
+        timeout=timeout or config.timeout,
+        stream=stream,
+    )

@@ -1,0 +1,256 @@
+"""The default async transport, on `aiohttp`: the only chatlib module that imports it
+(the test server in `chatlib.testing` aside).
+
+One `aiohttp.ClientSession` per event loop, made lazily inside that loop, closed with it;
+proxies and the CA bundle follow the environment as `chatlib._environment` says (the same
+rule as the sync transport).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import ssl
+import threading
+import weakref
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+
+import aiohttp
+
+from chatlib._environment import ProxyTable, ca_bundle
+from chatlib._request import HttpRequest
+from chatlib._transports.base import transport_error
+from chatlib.errors import APIConnectionError, InvalidArgumentError, deadline_exceeded
+
+__all__ = ["AiohttpTransport", "ClientSession"]
+
+ClientSession = aiohttp.ClientSession
+
+# ValueError: what the HTTP libraries raise for a request they refuse to make.
+_FAILURES = (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError)
+_TIMEOUTS = (asyncio.TimeoutError, aiohttp.ServerTimeoutError, TimeoutError)
+_INHERITED: list[aiohttp.ClientSession] = []  # sessions a forked child must never close
+
+
+def _translate(exc: BaseException, url: str) -> APIConnectionError:
+    """An aiohttp/socket failure as the chatlib error a user can act on."""
+    if isinstance(exc, _TIMEOUTS) and not str(exc):
+        return deadline_exceeded(url)  # aiohttp's total timeout: a bare TimeoutError
+    return transport_error(exc, url, timed_out=isinstance(exc, _TIMEOUTS))
+
+
+class _AiohttpResponse:
+    """An `aiohttp.ClientResponse` behind the `AsyncResponse` protocol."""
+
+    __slots__ = ("_response", "_url", "headers", "status_code")
+
+    def __init__(self, response: aiohttp.ClientResponse, url: str) -> None:
+        self._response = response
+        self._url = url
+        self.status_code = response.status
+        self.headers: Mapping[str, str] = response.headers
+
+    async def aiter_bytes(self) -> AsyncIterator[bytes]:
+        try:
+            async for piece in self._response.content.iter_any():
+                yield piece
+        except _FAILURES as exc:
+            raise _translate(exc, self._url) from None
+
+    async def aclose(self) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Synchronous release (aiohttp's own is synchronous): usable from `__del__`."""
+        response = self._response
+        if response.content.is_eof():
+            response.release()  # read to the end: the connection goes back to the pool
+        else:
+            response.close()
+
+
+# ---------------------------------------------------------------- one pool per event loop
+
+
+class _LoopShutdownGuard:
+    """Closes a session when its loop shuts down its async generators, which `asyncio.run`
+    does just before closing the loop: pooled sockets then close cleanly with their loop
+    instead of being reaped by the garbage collector with ResourceWarnings."""
+
+    __slots__ = ("_armed", "_watcher", "responses", "session")
+
+    def __init__(self, session: aiohttp.ClientSession) -> None:
+        self.session = session
+        # Responses still open (streams not finished): released first, so their connections
+        # don't complain when collected after the loop is gone.
+        self.responses: weakref.WeakSet[aiohttp.ClientResponse] = weakref.WeakSet()
+        self._armed = True
+        self._watcher = self._watch()
+        try:  # the first step registers the generator with the running loop
+            self._watcher.asend(None).send(None)
+        except StopIteration:
+            pass
+
+    async def _watch(self) -> AsyncGenerator[None, None]:
+        try:
+            yield
+        finally:
+            if self._armed:
+                for response in list(self.responses):
+                    response.close()
+                if not self.session.closed:
+                    await self.session.close()
+
+    def disarm(self) -> None:
+        """Finish the watcher without closing anything (the session is dealt with elsewhere)."""
+        self._armed = False
+        closing = self._watcher.aclose()
+        try:
+            closing.send(None)
+        except (StopIteration, RuntimeError):
+            pass
+
+
+class _LoopPool:
+    """One event loop's session, and the guard that closes it when that loop shuts down."""
+
+    __slots__ = ("guard", "session")
+
+    def __init__(self, session: aiohttp.ClientSession) -> None:
+        self.session = session
+        self.guard = _LoopShutdownGuard(session)
+
+    def discard(self) -> None:
+        """Drop the session of a loop that is gone, without its loop (sync, quiet)."""
+        self.guard.disarm()
+        connector = self.session.connector
+        self.session.detach()
+        if connector is not None:
+            try:
+                connector._close()  # sync; a no-op when its loop is closed
+            except RuntimeError:
+                pass
+
+    async def aclose(self) -> None:
+        """Close the session, in its own loop."""
+        self.guard.disarm()
+        await self.session.close()
+
+
+# ---------------------------------------------------------------- the transport
+
+
+class AiohttpTransport:
+    """The default async transport: one `aiohttp.ClientSession` per event loop, made lazily.
+
+    A session is created on first use inside the running event loop (never at import or
+    construction). A client used from several loops (two `asyncio.run` calls, a notebook
+    kernel restart, threads each running their own loop) gets one session per loop, and a
+    forked child gets new ones. A session is closed with its loop; one whose loop is gone is
+    dropped quietly.
+    """
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession | None = None,
+        *,
+        pool_maxsize: int = 100,
+        verify: bool | str = True,
+    ) -> None:
+        self._owns_session = session is None
+        self._session = session  # only when the caller gave one
+        self._pool_maxsize = pool_maxsize
+        self._verify = ca_bundle(verify)
+        self._pools: dict[asyncio.AbstractEventLoop, _LoopPool] = {}
+        self._lock = threading.Lock()  # loops in several threads may share this transport
+        self._pid = os.getpid()
+        self._proxies = ProxyTable(from_environment=session is None)
+
+    def _ssl(self) -> bool | ssl.SSLContext:
+        if isinstance(self._verify, bool):
+            return self._verify
+        return ssl.create_default_context(cafile=self._verify)
+
+    def _callers_session(self, loop: asyncio.AbstractEventLoop) -> aiohttp.ClientSession:
+        assert self._session is not None
+        if getattr(self._session, "_loop", loop) is not loop:
+            raise InvalidArgumentError(
+                "session",
+                "belongs to another event loop (one that is closed or not running here); "
+                "an aiohttp session cannot move between loops: make one in this loop, or "
+                "let AsyncChat make its own",
+            )
+        return self._session
+
+    def _pool_for(self, loop: asyncio.AbstractEventLoop) -> _LoopPool:
+        pool = self._pools.get(loop)
+        if pool is not None and not pool.session.closed and self._pid == os.getpid():
+            return pool
+        with self._lock:
+            if self._pid != os.getpid():
+                # A forked child shares the parent's sockets and its loops' epoll instances:
+                # closing them here would unregister them from the parent's loop. Keep them.
+                for inherited in self._pools.values():
+                    inherited.guard.disarm()
+                    _INHERITED.append(inherited.session)
+                self._pools = {}
+                self._pid = os.getpid()
+            for other, stale in list(self._pools.items()):
+                if other.is_closed() or stale.session.closed:
+                    del self._pools[other]
+                    stale.discard()
+            pool = self._pools[loop] = _LoopPool(
+                aiohttp.ClientSession(
+                    connector=aiohttp.TCPConnector(limit=self._pool_maxsize, ssl=self._ssl()),
+                    timeout=aiohttp.ClientTimeout(total=None),
+                    auto_decompress=True,
+                    trust_env=False,  # the environment is read by ProxyTable
+                )
+            )
+            return pool
+
+    async def send(self, request: HttpRequest) -> _AiohttpResponse:
+        """Send `request`; returns once headers are in (the body is streamed)."""
+        loop = asyncio.get_running_loop()
+        pool = None if not self._owns_session else self._pool_for(loop)
+        session = pool.session if pool is not None else self._callers_session(loop)
+        timeout = request.timeout
+        try:
+            response = await session.request(
+                request.method,
+                request.url,
+                headers=dict(request.headers),
+                data=request.body,
+                timeout=aiohttp.ClientTimeout(
+                    total=timeout.total,
+                    sock_connect=timeout.connect,
+                    sock_read=timeout.read,
+                ),
+                proxy=self._proxies.proxy_for(request.url),
+                allow_redirects=False,  # the core follows redirects (credentials stay home)
+            )
+        except _FAILURES as exc:
+            raise _translate(exc, request.url) from None
+        if pool is not None:
+            pool.guard.responses.add(response)
+        return _AiohttpResponse(response, request.url)
+
+    async def aclose(self) -> None:
+        """Close every pool (a session passed in by the caller is left open): this loop's
+        here, another running loop's in that loop, a closed loop's quietly."""
+        if not self._owns_session:
+            return
+        with self._lock:
+            pools, self._pools = self._pools, {}
+            forked = self._pid != os.getpid()
+        loop = asyncio.get_running_loop()
+        for pool_loop, pool in pools.items():
+            if forked:
+                pool.guard.disarm()
+                _INHERITED.append(pool.session)
+            elif pool_loop is loop:
+                await pool.aclose()
+            elif pool_loop.is_closed():
+                pool.discard()
+            else:
+                asyncio.run_coroutine_threadsafe(pool.aclose(), pool_loop)

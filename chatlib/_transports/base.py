@@ -1,0 +1,102 @@
+"""The transport protocols, and the errors every transport raises, worded once.
+
+A transport moves bytes and nothing else. ``send`` returns once the status line and
+headers are in; the body is read through the response's byte iterator. Every failure is
+raised as :class:`chatlib.errors.APIConnectionError` (or its subclass
+:class:`chatlib.errors.APITimeoutError`), never as the HTTP library's own exception.
+
+Plugging in another HTTP library is a class with a ``send`` method (sync or async) whose
+response has ``status_code``, ``headers``, a byte iterator and a close method: see
+``docs/transports.md``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator, Mapping
+from typing import Protocol, runtime_checkable
+
+from chatlib._headers import safe_url, scrub
+from chatlib._request import HttpRequest
+from chatlib.errors import APIConnectionError, APITimeoutError
+
+__all__ = [
+    "AsyncResponse",
+    "AsyncTransport",
+    "SyncResponse",
+    "SyncTransport",
+    "transport_error",
+]
+
+
+def transport_error(exc: BaseException, url: str, *, timed_out: bool) -> APIConnectionError:
+    """The chatlib error for an HTTP library's failure while talking to `url`.
+
+    Worded the same for every transport (`Request timed out: ...` or `Connection error:
+    ...`, naming the library's exception), with the URL's secrets scrubbed from the text.
+    """
+    described = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    if timed_out:
+        return APITimeoutError(
+            scrub(f"Request timed out: {described}", url), request_url=safe_url(url)
+        )
+    return APIConnectionError(
+        scrub(f"Connection error: {described}", url), request_url=safe_url(url)
+    )
+
+
+@runtime_checkable
+class SyncResponse(Protocol):
+    """An HTTP response whose body has not been read yet (blocking I/O)."""
+
+    status_code: int
+    headers: Mapping[str, str]
+
+    def iter_bytes(self) -> Iterator[bytes]:
+        """The body, in pieces as they arrive."""
+        ...
+
+    def close(self) -> None:
+        """Release the connection (back to the pool if the body was read to its end)."""
+        ...
+
+
+@runtime_checkable
+class SyncTransport(Protocol):
+    """Sends one request and returns the response once its headers have arrived."""
+
+    def send(self, request: HttpRequest) -> SyncResponse:
+        """Send ``request``; raise APIConnectionError/APITimeoutError on failure."""
+        ...
+
+    def close(self) -> None:
+        """Close every pooled connection."""
+        ...
+
+
+@runtime_checkable
+class AsyncResponse(Protocol):
+    """An HTTP response whose body has not been read yet (asyncio)."""
+
+    status_code: int
+    headers: Mapping[str, str]
+
+    def aiter_bytes(self) -> AsyncIterator[bytes]:
+        """The body, in pieces as they arrive."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release the connection (back to the pool if the body was read to its end)."""
+        ...
+
+
+@runtime_checkable
+class AsyncTransport(Protocol):
+    """Sends one request and returns the response once its headers have arrived."""
+
+    async def send(self, request: HttpRequest) -> AsyncResponse:
+        """Send ``request``; raise APIConnectionError/APITimeoutError on failure."""
+        ...
+
+    async def aclose(self) -> None:
+        """Close every pooled connection."""
+        ...
