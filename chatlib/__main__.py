@@ -1,4 +1,4 @@
-"""``python -m chatlib``: see :mod:`chatlib._cli`."""
+"""`python -m chatlib`: see `chatlib._cli`."""
 
 from chatlib._cli import main
 

@@ -1,9 +1,9 @@
 """Folds streamed chunks into one completion, as if the call had not been streamed.
 
 Robust to what real servers do: Ollama repeats the role in every delta, llama.cpp repeats a
-tool call's id, type and name in every delta (only ``arguments`` are pieces to concatenate),
+tool call's id, type and name in every delta (only `arguments` are pieces to concatenate),
 llama-server interleaves choices and sends one usage chunk per choice, Groq puts usage under
-``x_groq.usage``, reasoning servers stream ``reasoning_content`` beside ``content``.
+`x_groq.usage`, reasoning servers stream `reasoning_content` beside `content`.
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ class _ChoiceState:
 
 
 def _text(value: Any, what: str) -> str | None:
-    """``value`` if it is text (or absent); a wrong type is the server's fault, reported."""
+    """`value` if it is text (or absent); a wrong type is the server's fault, reported."""
     if value is None or value.__class__ is str:
         return value
     raise ModelShapeError(f"{what} must be a string, got {type(value).__name__}")
@@ -95,7 +95,7 @@ def _index(value: Any, what: str) -> int:
 
 
 class ChatCompletionAccumulator:
-    """Add chunks with :meth:`add`; :meth:`result` is the completion they make up so far."""
+    """Add chunks with `add`; `result` is the completion they make up so far."""
 
     def __init__(self) -> None:
         self._choices: dict[int, _ChoiceState] = {}
@@ -107,7 +107,7 @@ class ChatCompletionAccumulator:
 
         Raises:
             ModelShapeError: a value the merge needs has the wrong type (e.g. a number as
-                ``delta.content``); the core reports it as ``APIResponseValidationError``.
+                `delta.content`); the core reports it as `APIResponseValidationError`.
         """
         header = self._header
         for name in ("id", "created", "model", "system_fingerprint", "service_tier"):
@@ -209,7 +209,7 @@ def _add_tool_calls(state: _ChoiceState, fragments: list[Any]) -> None:
 
 
 def _add_audio(state: _ChoiceState, audio: ChatCompletionAudio) -> None:
-    """Audio output streams as base64 ``data`` and ``transcript`` pieces, plus its ``id``."""
+    """Audio output streams as base64 `data` and `transcript` pieces, plus its `id`."""
     if state.audio is None:
         state.audio = _AudioState()
     merged = state.audio

@@ -18,7 +18,7 @@ from typing_extensions import Self, Unpack
 from chatlib._call import Call
 from chatlib._client import ClientBase
 from chatlib._config import ClientSettings, TimeoutLike
-from chatlib._flow import Flow, ReadBody, Send, Sleep
+from chatlib._flow import Flow, ReadBody, Send
 from chatlib._params import with_request_signature
 from chatlib._parse import BodyCollector
 from chatlib._stream import DRAIN_SECONDS, Drain, StreamBase
@@ -65,7 +65,7 @@ async def run_flow(flow: Flow[_T], transport: AsyncTransport) -> _T:
                     outcome = exc
             elif isinstance(command, ReadBody):
                 outcome = await _read_body(command.response, command.limit)
-            elif isinstance(command, Sleep):
+            else:
                 await asyncio.sleep(command.seconds)
                 outcome = None
     except StopIteration as stop:

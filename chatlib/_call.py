@@ -101,7 +101,7 @@ class Call:
 
 def _foreign_message(message: Any) -> Any:
     """A message object from another library as a dict: the official SDK's pydantic models
-    (``resp.choices[0].message`` of ``openai``) and anything else with ``model_dump``."""
+    (`resp.choices[0].message` of `openai`) and anything else with `model_dump`."""
     dump = getattr(message, "model_dump", None)
     if callable(dump) and not isinstance(message, (ChatMessage, Mapping)):
         try:
@@ -121,7 +121,7 @@ def plan_call(
     timeout: TimeoutLike | None = None,
     idempotency_key: str | None = None,
 ) -> Call:
-    """Everything ``create``/``stream`` do before I/O: gather arguments, validate, build."""
+    """Everything `create`/`stream` do before I/O: gather arguments, validate, build."""
     if request is not None:
         if params:
             raise InvalidArgumentError(

@@ -1,4 +1,4 @@
-"""The ``chatlib`` command: ``chatlib chat "prompt"`` and ``chatlib demo``."""
+"""The `chatlib` command: `chatlib chat "prompt"` and `chatlib demo`."""
 
 from __future__ import annotations
 
@@ -119,7 +119,7 @@ def _run_demo(base_url: str | None, model: str, out: TextIO) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of the ``chatlib`` command."""
+    """The argument parser of the `chatlib` command."""
     parser = argparse.ArgumentParser(
         prog="chatlib", description="Talk to an OpenAI-compatible Chat Completions server."
     )

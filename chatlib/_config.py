@@ -1,6 +1,6 @@
 """Frozen client settings, from arguments and the environment.
 
-The API key is held in a :class:`Secret`, whose ``repr`` never shows it and which never
+The API key is held in a `Secret`, whose `repr` never shows it and which never
 travels in a pickle.
 """
 
@@ -36,7 +36,7 @@ DEFAULT_MAX_LINE_BYTES = 16 * 1024 * 1024
 
 
 class Secret:
-    """A string that does not show itself: ``repr``/``str`` print ``'****'``; pickles drop it."""
+    """A string that does not show itself: `repr`/`str` print `'****'`; pickles drop it."""
 
     __slots__ = ("_value",)
 
@@ -81,8 +81,8 @@ class Timeout:
         read: the longest silence allowed between two received bytes (also mid-stream).
         total: the whole call, retries and their waits included (for a stream: until it ends).
 
-    ``None`` disables one limit; the defaults bound all three. A plain number ``n`` given
-    where a timeout is expected means ``Timeout(connect=n, read=n, total=n)``.
+    `None` disables one limit; the defaults bound all three. A plain number `n` given
+    where a timeout is expected means `Timeout(connect=n, read=n, total=n)`.
     """
 
     connect: float | None = 10.0
@@ -95,7 +95,7 @@ class Timeout:
 
     @classmethod
     def of(cls, value: TimeoutLike) -> Timeout:
-        """Coerce a number or a :class:`Timeout` into a :class:`Timeout`."""
+        """Coerce a number or a `Timeout` into a `Timeout`."""
         if isinstance(value, Timeout):
             return value
         if isinstance(value, bool) or not isinstance(value, (int, float)):

@@ -178,7 +178,7 @@ def request_flow(
     """
     if deadline is None and request.timeout.total is not None:
         deadline = clock() + request.timeout.total
-    log = _log.call_log(clock)
+    log = _log.CallLog(clock)
     attempt = redirects = 0
     while True:
         timeout = _attempt_timeout(request.timeout, deadline, clock())
@@ -250,7 +250,7 @@ def _attempt_timeout(base: Timeout, deadline: float | None, now: float) -> Timeo
     connect = remaining if base.connect is None else min(base.connect, remaining)
     read = remaining if base.read is None else min(base.read, remaining)
     if _PLAIN_TIMEOUT and remaining.__class__ is float and remaining > 0:
-        # Capped by a positive float, ``base``'s already checked limits stay valid: build the
+        # Capped by a positive float, `base`'s already checked limits stay valid: build the
         # Timeout without checking them again.
         timeout: Timeout = object.__new__(Timeout)
         object.__setattr__(timeout, "connect", connect)

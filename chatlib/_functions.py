@@ -1,8 +1,8 @@
-"""The function names of chat-gpt-lib-rs: ``create_chat_completion(client, request)``.
+"""The function names of chat-gpt-lib-rs: `create_chat_completion(client, request)`.
 
-With a :class:`~chatlib.SyncChat` they return the result; with an
-:class:`~chatlib.AsyncChat`, ``create_chat_completion`` returns an awaitable and
-``create_chat_completion_stream`` an async iterator (also an async context manager).
+With a `SyncChat` they return the result; with an
+`AsyncChat`, `create_chat_completion` returns an awaitable and
+`create_chat_completion_stream` an async iterator (also an async context manager).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def create_chat_completion(
 def create_chat_completion(
     client: SyncChat | AsyncChat, request: CreateChatCompletionRequest
 ) -> CreateChatCompletionResponse | Coroutine[Any, Any, CreateChatCompletionResponse]:
-    """Create a (non-streamed) chat completion for ``request`` with ``client``."""
+    """Create a (non-streamed) chat completion for `request` with `client`."""
     return client.create(request.replace(stream=False) if request.stream else request)
 
 
@@ -53,5 +53,5 @@ def create_chat_completion_stream(
 def create_chat_completion_stream(
     client: SyncChat | AsyncChat, request: CreateChatCompletionRequest
 ) -> ChatStream | AsyncChatStream:
-    """Stream a chat completion for ``request`` (``stream`` is set for you)."""
+    """Stream a chat completion for `request` (`stream` is set for you)."""
     return client.stream(request)

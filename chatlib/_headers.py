@@ -31,7 +31,7 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 def header(headers: Mapping[str, str], name: str) -> str | None:
-    """The value of header ``name`` (given in lower case), whatever the case it was sent in.
+    """The value of header `name` (given in lower case), whatever the case it was sent in.
 
     Case-insensitive mappings (requests', aiohttp's) answer the first lookup; a plain dict
     with other spellings is scanned.

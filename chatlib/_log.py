@@ -1,30 +1,32 @@
-"""Debug logging of chatlib's HTTP traffic, on the ``chatlib`` logger.
+"""Debug logging of chatlib's HTTP traffic, on the `chatlib` logger.
 
-chatlib writes to one logger, ``logging.getLogger("chatlib")``, and only at ``DEBUG``; it adds
+chatlib writes to one logger, `logging.getLogger("chatlib")`, and only at `DEBUG`; it adds
 no handler of its own (just a `logging.NullHandler`), so nothing is printed until you
-configure logging::
+configure logging:
 
-    import logging
+```python
+import logging
 
-    logging.basicConfig()
-    logging.getLogger("chatlib").setLevel(logging.DEBUG)
+logging.basicConfig()
+logging.getLogger("chatlib").setLevel(logging.DEBUG)
+```
 
 Each attempt of a call (the first try and every retry) produces:
 
-* ``send`` - when the request goes out: method, URL, attempt number (0 for the first try),
-  the headers with credentials (``Authorization``, ``api-key``, ...) shown as
-  ``<redacted>``, and the body's size in bytes. Bodies are never logged: they may carry
+* `send` - when the request goes out: method, URL, attempt number (0 for the first try),
+  the headers with credentials (`Authorization`, `api-key`, ...) shown as
+  `<redacted>`, and the body's size in bytes. Bodies are never logged: they may carry
   personal data.
-* ``outcome`` - when the attempt is over: the HTTP status or the error's class, the
-  elapsed milliseconds and the server's ``x-request-id``. For a stream this is when the
+* `outcome` - when the attempt is over: the HTTP status or the error's class, the
+  elapsed milliseconds and the server's `x-request-id`. For a stream this is when the
   response headers arrived.
-* ``retry`` - when the client waits before the next attempt: the delay and the reason.
+* `retry` - when the client waits before the next attempt: the delay and the reason.
 
 Every record also carries these values as attributes, for structured log handlers:
-``chatlib_event`` (``"send"``, ``"outcome"`` or ``"retry"``), ``http_method``, ``http_url``,
-``attempt``, and, where they apply, ``http_status``, ``error``, ``elapsed_ms``,
-``request_id``, ``delay`` and ``reason``. The API key never appears in a record. When the
-logger is not enabled for ``DEBUG`` none of this work is done.
+`chatlib_event` (`"send"`, `"outcome"` or `"retry"`), `http_method`, `http_url`,
+`attempt`, and, where they apply, `http_status`, `error`, `elapsed_ms`,
+`request_id`, `delay` and `reason`. The API key never appears in a record. When the
+logger is not enabled for `DEBUG` none of this work is done.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from chatlib._headers import redact, request_id_of, safe_url
 if TYPE_CHECKING:
     from chatlib._request import HttpRequest
 
-__all__ = ["CallLog", "call_log", "log_outcome", "log_retry", "log_send", "logger"]
+__all__ = ["CallLog", "log_outcome", "log_retry", "log_send", "logger"]
 
 logger = logging.getLogger("chatlib")
 logger.addHandler(logging.NullHandler())
@@ -47,20 +49,22 @@ logger.addHandler(logging.NullHandler())
 class CallLog:
     """The debug records of one call's attempts, timed with the call's own clock.
 
-    `call_log` hands out a silent one when the logger is not enabled for `DEBUG`, so a call
-    pays one method call per event and formats nothing.
+    Whether the logger is enabled for `DEBUG` is decided once, when the call starts; when it
+    is not, each event costs one method call and formats nothing.
     """
 
-    __slots__ = ("_clock", "_started")
+    __slots__ = ("_clock", "_on", "_started")
 
     def __init__(self, clock: Callable[[], float]) -> None:
         self._clock = clock
+        self._on = logger.isEnabledFor(logging.DEBUG)
         self._started = 0.0
 
     def send(self, request: HttpRequest, attempt: int) -> None:
         """Attempt `attempt` of `request` is going out."""
-        log_send(request, attempt)
-        self._started = self._clock()
+        if self._on:
+            log_send(request, attempt)
+            self._started = self._clock()
 
     def outcome(
         self,
@@ -71,39 +75,14 @@ class CallLog:
         error: BaseException | None,
     ) -> None:
         """Attempt `attempt` ended: with an HTTP `status`, or with `error`, or both."""
-        log_outcome(request, attempt, self._clock() - self._started, status, headers, error)
+        if self._on:
+            elapsed = self._clock() - self._started
+            log_outcome(request, attempt, elapsed, status, headers, error)
 
     def retry(self, request: HttpRequest, attempt: int, delay: float, error: BaseException) -> None:
         """Attempt `attempt` failed with `error`; the next one comes in `delay` seconds."""
-        log_retry(request, attempt, delay, error)
-
-
-class _SilentLog(CallLog):
-    __slots__ = ()
-
-    def send(self, request: HttpRequest, attempt: int) -> None:
-        pass
-
-    def outcome(
-        self,
-        request: HttpRequest,
-        attempt: int,
-        status: int | None,
-        headers: Mapping[str, str],
-        error: BaseException | None,
-    ) -> None:
-        pass
-
-    def retry(self, request: HttpRequest, attempt: int, delay: float, error: BaseException) -> None:
-        pass
-
-
-_SILENT = _SilentLog(float)
-
-
-def call_log(clock: Callable[[], float]) -> CallLog:
-    """A `CallLog` for one call: a silent one unless `DEBUG` is enabled (decided once a call)."""
-    return CallLog(clock) if logger.isEnabledFor(logging.DEBUG) else _SILENT
+        if self._on:
+            log_retry(request, attempt, delay, error)
 
 
 def log_send(request: HttpRequest, attempt: int) -> None:

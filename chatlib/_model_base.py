@@ -1,8 +1,8 @@
 """What every chatlib model shares: attrs slots, "fields that were set", unknown fields, open enums.
 
 A model remembers which fields were *set*: given to its constructor, or present in the JSON
-it was parsed from. ``to_dict()`` emits exactly those (plus any field later assigned a
-non-``None`` value, plus the unknown fields kept in ``extra``), so a request sends only what
+it was parsed from. `to_dict()` emits exactly those (plus any field later assigned a
+non-`None` value, plus the unknown fields kept in `extra`), so a request sends only what
 the caller set and a parsed response serialises back to the server's own JSON.
 """
 
@@ -21,7 +21,7 @@ __all__ = ["EMPTY_EXTRA", "Model", "OpenEnum", "model"]
 
 
 class _EmptyExtra(Mapping[str, Any]):
-    """The shared, immutable ``extra`` of a model that has no unknown fields."""
+    """The shared, immutable `extra` of a model that has no unknown fields."""
 
     __slots__ = ()
 
@@ -59,7 +59,7 @@ _M = TypeVar("_M", bound="Model")
 class OpenEnum(str, enum.Enum):
     """A string enum that accepts values it does not know.
 
-    ``FinishReason("new_reason")`` returns a member whose value is ``"new_reason"``, so a
+    `FinishReason("new_reason")` returns a member whose value is `"new_reason"`, so a
     server that invents a value never breaks parsing, and the value comes back unchanged.
     Members compare equal to their string values.
     """
@@ -79,7 +79,7 @@ class OpenEnum(str, enum.Enum):
 
     @classmethod
     def parse(cls, value: str) -> Any:
-        """The member for ``value``, created on the fly when it is not a known one."""
+        """The member for `value`, created on the fly when it is not a known one."""
         found = cls._value2member_map_.get(value)
         return found if found is not None else cls(value)
 
@@ -90,8 +90,8 @@ _TAIL = frozenset({"extra", "_fields_set"})
 class Model:
     """Base class of all wire models.
 
-    ``extra`` holds the fields a server sent that this class does not declare (vendor
-    additions such as ``reasoning_content`` or ``x_groq``).
+    `extra` holds the fields a server sent that this class does not declare (vendor
+    additions such as `reasoning_content` or `x_groq`).
     """
 
     __slots__ = ()
@@ -100,7 +100,7 @@ class Model:
     extra: Mapping[str, Any]
 
     def to_dict(self) -> dict[str, Any]:
-        """This model as JSON-ready data: the fields that were set, plus ``extra``."""
+        """This model as JSON-ready data: the fields that were set, plus `extra`."""
         from chatlib._serde import unstructure
 
         result: dict[str, Any] = unstructure(self)
@@ -114,7 +114,7 @@ class Model:
         return structure(data, cls)
 
     def replace(self: _M, **changes: Any) -> _M:
-        """A shallow copy with ``changes`` applied; the changed fields count as set."""
+        """A shallow copy with `changes` applied; the changed fields count as set."""
         clone = copy.copy(self)
         for name, value in changes.items():
             setattr(clone, name, value)
@@ -123,7 +123,7 @@ class Model:
 
     @property
     def fields_set(self) -> frozenset[str]:
-        """Names of the declared fields that were given or parsed (``None`` included)."""
+        """Names of the declared fields that were given or parsed (`None` included)."""
         # The parser records the raw key set (cheap on the hot path); filter it on request.
         declared = attrs.fields_dict(type(self))
         return frozenset(
@@ -158,9 +158,9 @@ def _track_fields_set(cls: type[Any]) -> None:
 
 @dataclass_transform(field_specifiers=(attrs.field,), kw_only_default=True)
 def model(cls: type[_T]) -> type[_T]:
-    """Make ``cls`` a slotted, keyword-only attrs model with set-field tracking.
+    """Make `cls` a slotted, keyword-only attrs model with set-field tracking.
 
-    Declare ``extra`` and ``_fields_set`` last, via :data:`MODEL_TAIL`-style fields:
+    Declare `extra` and `_fields_set` last, via `MODEL_TAIL`-style fields:
     the decorator adds them itself.
     """
     annotations = cls.__dict__.get("__annotations__", {})

@@ -78,7 +78,7 @@ def parse_completion(
 
 
 class BodyCollector:
-    """Gathers a body piece by piece, refusing to grow past ``limit`` bytes."""
+    """Gathers a body piece by piece, refusing to grow past `limit` bytes."""
 
     __slots__ = ("_limit", "_parts", "_size")
 
@@ -88,7 +88,7 @@ class BodyCollector:
         self._size = 0
 
     def feed(self, data: bytes) -> None:
-        """Add ``data``; raises BodyTooLargeError once the total exceeds the limit."""
+        """Add `data`; raises BodyTooLargeError once the total exceeds the limit."""
         self._size += len(data)
         if self._size > self._limit:
             raise BodyTooLargeError(
@@ -105,9 +105,9 @@ class BodyCollector:
 class ChunkParser:
     """Turns the bytes of a streamed answer into chunks; pure, fed by either facade.
 
-    Stops at ``data: [DONE]``; raises the matching chatlib error for an in-stream error, a
-    frame that is not JSON (keeping the raw frame), or (``require_done``) a stream that ends
-    without ``[DONE]``. A JSON body where a stream was expected (an error answered with 200)
+    Stops at `data: [DONE]`; raises the matching chatlib error for an in-stream error, a
+    frame that is not JSON (keeping the raw frame), or (`require_done`) a stream that ends
+    without `[DONE]`. A JSON body where a stream was expected (an error answered with 200)
     is recognised and reported too. Chunks are not merged here: a stream merges the chunks
     it hands out (`fold_chunk`), so what it shows as accumulated is what the user saw.
     """
@@ -134,14 +134,14 @@ class ChunkParser:
         return self._request_id
 
     def feed(self, data: bytes) -> list[CreateChatCompletionChunk]:
-        """Chunks completed by ``data`` (none once ``[DONE]`` was seen)."""
+        """Chunks completed by `data` (none once `[DONE]` was seen)."""
         out: deque[CreateChatCompletionChunk] = deque()
         self.feed_into(data, out)
         return list(out)
 
     def feed_into(self, data: bytes, out: deque[CreateChatCompletionChunk]) -> None:
-        """Like :meth:`feed`, appending each chunk to ``out`` as it is made, so the chunks
-        that came before a failure in the same ``data`` are in ``out`` when it raises."""
+        """Like `feed`, appending each chunk to `out` as it is made, so the chunks
+        that came before a failure in the same `data` are in `out` when it raises."""
         if self.done or not data:
             return
         if not self._started:
@@ -172,7 +172,7 @@ class ChunkParser:
             self.done = True
             return None
         if kind not in ("message", "error") or not data:
-            # Keep-alives, vendor events (``event: ping``) and a bare ``data:`` are not chunks.
+            # Keep-alives, vendor events (`event: ping`) and a bare `data:` are not chunks.
             return None
         try:
             payload = json.loads(data)

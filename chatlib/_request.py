@@ -32,7 +32,7 @@ _ASSISTANT_RESPONSE_ONLY = ("annotations",)
 
 @attrs.frozen(repr=False)
 class HttpRequest:
-    """One HTTP request, fully built. ``repr`` hides credentials."""
+    """One HTTP request, fully built. `repr` hides credentials."""
 
     method: str
     url: str
@@ -57,7 +57,7 @@ def _message_to_wire(message: Any) -> Any:
         return message
     if data.get("role") == "assistant":
         # Messages copied from a response carry fields the request schema does not take, and
-        # llama.cpp answers 500 to ``"content": null`` beside tool calls: send the clean form.
+        # llama.cpp answers 500 to `"content": null` beside tool calls: send the clean form.
         for key in _ASSISTANT_RESPONSE_ONLY:
             data.pop(key, None)
         if data.get("refusal", "") is None:
@@ -73,7 +73,7 @@ def _message_to_wire(message: Any) -> Any:
 
 
 def request_body(request: CreateChatCompletionRequest, *, stream: bool) -> dict[str, Any]:
-    """The JSON body for ``request``: the fields that were set, ``extra_body`` merged on top."""
+    """The JSON body for `request`: the fields that were set, `extra_body` merged on top."""
     if request.__class__ is CreateChatCompletionRequest:
         body = _request_fields(request)  # messages and extra_* left unconverted: done below
     else:
@@ -88,17 +88,17 @@ def request_body(request: CreateChatCompletionRequest, *, stream: bool) -> dict[
     return body
 
 
-# ``request.to_dict()``, minus converting the fields ``request_body`` replaces or drops anyway.
+# `request.to_dict()`, minus converting the fields `request_body` replaces or drops anyway.
 _request_fields = make_unstructurer(
     CreateChatCompletionRequest,
     raw=frozenset({"messages", "extra_body", "extra_headers", "extra_query"}),
 )
-# What ``json.dumps(body, separators=..., ...)`` builds on every call, built once.
+# What `json.dumps(body, separators=..., ...)` builds on every call, built once.
 _encode_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 
 
 def _unencodable_field(request: CreateChatCompletionRequest, body: Mapping[str, Any]) -> str:
-    """The argument to blame for a body that ``json.dumps`` refused (an error path only)."""
+    """The argument to blame for a body that `json.dumps` refused (an error path only)."""
     extra_keys = set(request.extra_body or ())
     for key, value in body.items():
         try:
@@ -116,7 +116,7 @@ def build_request(
     timeout: Timeout | None = None,
     idempotency_key: str | None = None,
 ) -> HttpRequest:
-    """Validate ``request`` and turn it into an :class:`HttpRequest` for ``config``'s server."""
+    """Validate `request` and turn it into an `HttpRequest` for `config`'s server."""
     validate_request(request)
     try:
         body = request_body(request, stream=stream)
@@ -146,7 +146,7 @@ def build_request(
     if request.extra_headers:
         headers.update(request.extra_headers)
     query = {**config.default_query, **(request.extra_query or {})}
-    # A base URL may carry its own query (Azure's ``?api-version=``): the path goes before it.
+    # A base URL may carry its own query (Azure's `?api-version=`): the path goes before it.
     base, _, base_query = config.base_url.partition("?")
     url = f"{base.rstrip('/')}/chat/completions"
     encoded = "&".join(part for part in (base_query, urlencode(query) if query else "") if part)

@@ -1,7 +1,7 @@
 """Retry policy as pure math: whether to retry, and how long to wait first.
 
-No clock and no randomness of its own: the caller hands in ``now`` (for HTTP-date
-``Retry-After``) and ``rand`` (a number in [0, 1) for jitter), so every decision is a
+No clock and no randomness of its own: the caller hands in `now` (for HTTP-date
+`Retry-After`) and `rand` (a number in [0, 1) for jitter), so every decision is a
 plain function of its inputs and can be tested as a table.
 """
 
@@ -30,13 +30,13 @@ _RETRY_STATUSES = frozenset({408, 409, 429})
 class RetryPolicy:
     """Which failures are retried and how long to wait between attempts.
 
-    Retried: 408, 409, 429 (except ``insufficient_quota``), every 5xx, and connection
+    Retried: 408, 409, 429 (except `insufficient_quota`), every 5xx, and connection
     failures or timeouts, all only before any part of the answer reached the caller.
-    A server's ``x-should-retry: true|false`` overrides the status rule.
+    A server's `x-should-retry: true|false` overrides the status rule.
 
-    Delay before retry number ``n`` (0-based): ``retry-after-ms``, else ``Retry-After``
-    (seconds or an HTTP date) when it is between 0 and ``max_retry_after``; else
-    ``min(initial_delay * 2**n, max_delay)`` reduced by up to ``jitter`` (a fraction).
+    Delay before retry number `n` (0-based): `retry-after-ms`, else `Retry-After`
+    (seconds or an HTTP date) when it is between 0 and `max_retry_after`; else
+    `min(initial_delay * 2**n, max_delay)` reduced by up to `jitter` (a fraction).
     """
 
     max_retries: int = 2
@@ -61,9 +61,9 @@ class RetryPolicy:
         return False
 
     def delay(self, retry: int, headers: Mapping[str, str], *, now: float, rand: float) -> float:
-        """Seconds to wait before retry number ``retry`` (0 for the first retry).
+        """Seconds to wait before retry number `retry` (0 for the first retry).
 
-        ``now`` is the current Unix time (for an HTTP-date ``Retry-After``); ``rand`` in [0, 1).
+        `now` is the current Unix time (for an HTTP-date `Retry-After`); `rand` in [0, 1).
         """
         server = self._server_delay(headers, now)
         if server is not None:

@@ -1,10 +1,10 @@
 """The one cattrs converter: JSON-shaped data <-> chatlib models.
 
 Structuring (parsing server output, the hot path) uses a function compiled once per model
-class: primitive fields are taken as they come (servers are loose with types: ``code`` may be
-an int, ``bytes`` may be null), nested models, lists of models, open enums and ``type``-tagged
-unions are converted; unknown keys land in ``extra``; which keys were present is remembered.
-Unstructuring emits the fields that were set plus ``extra``, recursively.
+class: primitive fields are taken as they come (servers are loose with types: `code` may be
+an int, `bytes` may be null), nested models, lists of models, open enums and `type`-tagged
+unions are converted; unknown keys land in `extra`; which keys were present is remembered.
+Unstructuring emits the fields that were set plus `extra`, recursively.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def _tag_of(cls: type[Model]) -> str | None:
 
 
 def _plan(tp: Any) -> Callable[[Any], Any] | None:
-    """How to convert a raw JSON value into ``tp``; ``None`` means "take it as it is"."""
+    """How to convert a raw JSON value into `tp`; `None` means "take it as it is"."""
     members = _union_members(tp)
     if members is not None:
         real = [m for m in members if m is not type(None)]
@@ -103,7 +103,7 @@ def _list_plan(item_plan: Callable[[Any], Any]) -> Callable[[Any], Any]:
 
 
 def _union_plan(members: list[Any]) -> Callable[[Any], Any] | None:
-    """A union of ``type``-tagged models (with str/dict/list passthrough members)."""
+    """A union of `type`-tagged models (with str/dict/list passthrough members)."""
     tagged: dict[str, Callable[[Any], Any]] = {}
     list_plan: Callable[[Any], Any] | None = None
     enum_plan: Callable[[Any], Any] | None = None
@@ -117,7 +117,7 @@ def _union_plan(members: list[Any]) -> Callable[[Any], Any] | None:
         elif get_origin(member) in (list, abc.Sequence):
             list_plan = _plan(member)
     if enum_plan is not None:
-        return enum_plan  # ``ChatRole | str``: every string becomes a (possibly new) member
+        return enum_plan  # `ChatRole | str`: every string becomes a (possibly new) member
     if not tagged and list_plan is None:
         return None
 
@@ -134,7 +134,7 @@ def _union_plan(members: list[Any]) -> Callable[[Any], Any] | None:
 
 def _field_types(cls: type[Model], fields: list[attrs.Attribute[Any]]) -> dict[str, Any]:
     # Evaluate in the module namespace only: the class namespace holds slot descriptors named
-    # ``type`` or ``bytes`` that would shadow the builtins in the annotations.
+    # `type` or `bytes` that would shadow the builtins in the annotations.
     namespace = vars(sys.modules[cls.__module__])
     return {f.name: eval(f.type, namespace) if isinstance(f.type, str) else f.type for f in fields}
 
@@ -185,7 +185,7 @@ def _make_structure_fn(cls: type[Model]) -> Callable[..., Any]:
         "    o._fields_set = _frozenset(d)",
     ]
     for name in null_lists:
-        # A required list the server sent as null (vLLM's ``"choices": null``) reads as []
+        # A required list the server sent as null (vLLM's `"choices": null`) reads as []
         # but must serialise back as null: remember it with a marker in the set-field names.
         lines += [
             f"    if {name!r} in d and d[{name!r}] is None:",
@@ -231,11 +231,11 @@ def _unstructure_value(value: Any) -> Any:
 def make_unstructurer(
     cls: type[Model], *, raw: frozenset[str] = frozenset()
 ) -> Callable[[Any], dict[str, Any]]:
-    """Compile ``cls``'s unstructure function: one attribute read per field, no ``getattr`` loop.
+    """Compile `cls`'s unstructure function: one attribute read per field, no `getattr` loop.
 
-    A field is emitted when it is not ``None``, or when it was set (``None`` then). A list
+    A field is emitted when it is not `None`, or when it was set (`None` then). A list
     left empty that was never set stays out; one the server sent as null goes back as null.
-    Unknown fields in ``extra`` follow. The fields named in ``raw`` are emitted as they are,
+    Unknown fields in `extra` follow. The fields named in `raw` are emitted as they are,
     for a caller that converts them itself.
     """
     env: dict[str, Any] = {"_leaves": _LEAVES, "_uv": _unstructure_value, "_EMPTY": EMPTY_EXTRA}
@@ -284,7 +284,7 @@ converter.register_unstructure_hook_factory(_is_model, lambda cls: _unstructure_
 
 
 def structure(data: Any, cls: type[_T]) -> _T:
-    """Parse JSON-shaped ``data`` into ``cls``; raises ``ModelShapeError`` on a wrong shape."""
+    """Parse JSON-shaped `data` into `cls`; raises `ModelShapeError` on a wrong shape."""
     result: _T = converter.structure(data, cls)
     return result
 

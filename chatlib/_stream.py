@@ -19,7 +19,7 @@ from chatlib.models import CreateChatCompletionChunk, CreateChatCompletionRespon
 
 __all__ = ["DRAIN_BYTES", "DRAIN_SECONDS", "Drain", "StreamBase", "StreamState"]
 
-# After ``[DONE]`` a stream reads on to the end of its body, so the connection can be reused:
+# After `[DONE]` a stream reads on to the end of its body, so the connection can be reused:
 # at most this much, for at most this long; else the connection is closed instead.
 DRAIN_BYTES = 64 * 1024
 DRAIN_SECONDS = 0.25
@@ -87,7 +87,7 @@ class StreamState:
             self.finished = True
 
     def advance(self, piece: bytes | None) -> None:
-        """Take the next piece of the body, or ``None`` for its end (what both streams read)."""
+        """Take the next piece of the body, or `None` for its end (what both streams read)."""
         if piece is None:
             self.on_eof()
         else:
@@ -100,7 +100,7 @@ class StreamState:
             raise failure
 
     def take(self) -> CreateChatCompletionChunk:
-        """The next pending chunk, folded into :attr:`accumulated` as it is handed out."""
+        """The next pending chunk, folded into `accumulated` as it is handed out."""
         chunk = self.pending.popleft()
         fold_chunk(self._accumulator, chunk, self.parser.request_id)
         return chunk

@@ -17,7 +17,7 @@ from typing_extensions import Self, Unpack
 from chatlib._call import Call
 from chatlib._client import ClientBase
 from chatlib._config import ClientSettings, TimeoutLike
-from chatlib._flow import Flow, ReadBody, Send, Sleep
+from chatlib._flow import Flow, ReadBody, Send
 from chatlib._params import with_request_signature
 from chatlib._parse import BodyCollector
 from chatlib._stream import DRAIN_SECONDS, Drain, StreamBase, StreamState
@@ -64,7 +64,7 @@ def run_flow(flow: Flow[_T], transport: SyncTransport) -> _T:
                     outcome = exc
             elif isinstance(command, ReadBody):
                 outcome = _read_body(command.response, command.limit)
-            elif isinstance(command, Sleep):
+            else:
                 time.sleep(command.seconds)
                 outcome = None
     except StopIteration as stop:
@@ -132,11 +132,8 @@ class ChatStream(StreamBase[SyncResponse], Iterator[CreateChatCompletionChunk]):
             if self._ended_cleanly():
                 settle = getattr(self._response, "settle", None)
                 if settle is not None:
-                    settle(DRAIN_SECONDS)
-                drain = Drain()
-                for piece in self._body:
-                    if not drain.more(piece):
-                        break
+                    settle(DRAIN_SECONDS)  # each read waits at most this long
+                _drain(self._body)
         except APIError:
             pass  # the connection is closed instead of reused
         finally:
@@ -152,6 +149,13 @@ class ChatStream(StreamBase[SyncResponse], Iterator[CreateChatCompletionChunk]):
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _drain(body: Iterator[bytes]) -> None:
+    drain = Drain()
+    for piece in body:
+        if not drain.more(piece):
+            break
 
 
 # ---------------------------------------------------------------- the client

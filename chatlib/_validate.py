@@ -100,8 +100,8 @@ def _check_scalar(name: str, value: Any) -> None:
 
 
 def _compile_scalar_checks() -> Callable[[CreateChatCompletionRequest], None]:
-    """``_check_scalar`` on every optional parameter that is not None, in field order: one
-    attribute read each (most are None), not a loop of ``getattr`` calls."""
+    """`_check_scalar` on every optional parameter that is not None, in field order: one
+    attribute read each (most are None), not a loop of `getattr` calls."""
     lines = ["def check_scalars(r):"]
     for name in _SCALARS:
         lines += [f"    v = r.{name}", "    if v is not None:", f"        _check({name!r}, v)"]
@@ -170,7 +170,7 @@ def _check_tools(tools: Any) -> None:
 
 
 def validate_request(request: CreateChatCompletionRequest) -> None:
-    """Raise :class:`InvalidArgumentError` naming the first field that cannot be right."""
+    """Raise `InvalidArgumentError` naming the first field that cannot be right."""
     if not isinstance(request.model, str) or not request.model:
         raise _fail("model", f"must be a non-empty string, got {request.model!r}")
     messages = request.messages

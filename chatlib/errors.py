@@ -1,9 +1,9 @@
 """Every failure chatlib raises, and the pure mapping from a server's answer to one.
 
-All exceptions derive from :class:`ChatLibError`. No ``requests``, ``aiohttp`` or
-``json`` exception reaches the user: transports and parsers translate them here.
-The API key is never stored on an exception, so it cannot leak through ``str()``,
-``repr()``, a traceback or a pickle.
+All exceptions derive from `ChatLibError`. No `requests`, `aiohttp` or
+`json` exception reaches the user: transports and parsers translate them here.
+The API key is never stored on an exception, so it cannot leak through `str()`,
+`repr()`, a traceback or a pickle.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ class ChatLibError(Exception):
 
 
 class InvalidArgumentError(ChatLibError, ValueError):
-    """An argument was rejected before any request was sent; ``field`` names it."""
+    """An argument was rejected before any request was sent; `field` names it."""
 
     def __init__(self, field: str, problem: str) -> None:
         super().__init__(f"{field}: {problem}")
@@ -67,7 +67,7 @@ class APIError(ChatLibError):
 
     Attributes:
         message: a human-readable explanation (the server's own words where it gave any).
-        body: as in the official SDK: the ``error`` member of an ``{"error": ...}`` body,
+        body: as in the official SDK: the `error` member of an `{"error": ...}` body,
             else the parsed JSON body, or the body as text when it is not JSON.
         raw_body: the exact bytes the server sent (empty when nothing arrived).
     """
@@ -107,7 +107,7 @@ def _rebuild(cls: type[APIError], state: dict[str, Any]) -> APIError:
 class APIResponseValidationError(APIError):
     """The server answered with something that is not a valid completion (bad JSON, wrong shape).
 
-    ``raw_body`` holds what was received, so nothing is lost.
+    `raw_body` holds what was received, so nothing is lost.
     """
 
     def __init__(
@@ -129,7 +129,7 @@ class BodyTooLargeError(APIResponseValidationError):
 
 
 class IncompleteStreamError(APIError):
-    """A stream ended before the server sent ``data: [DONE]``: the answer may be cut off."""
+    """A stream ended before the server sent `data: [DONE]`: the answer may be cut off."""
 
 
 class APIConnectionError(APIError):
@@ -160,7 +160,7 @@ class APIStatusError(APIError):
     Attributes:
         status_code: the HTTP status (for an in-stream error: the status the error names, else 200).
         headers: the response headers, names lower-cased.
-        request_id: the ``x-request-id`` header, when the server sent one.
+        request_id: the `x-request-id` header, when the server sent one.
         type, code, param: the server's error fields, when it sent them.
     """
 
@@ -222,7 +222,7 @@ class RateLimitError(APIStatusError):
 
 
 class InsufficientQuotaError(RateLimitError):
-    """HTTP 429 with code ``insufficient_quota``: retrying will not help, billing will."""
+    """HTTP 429 with code `insufficient_quota`: retrying will not help, billing will."""
 
 
 class InternalServerError(APIStatusError):
@@ -244,7 +244,7 @@ _BY_STATUS: dict[int, type[APIStatusError]] = {
     429: RateLimitError,
 }
 
-# Error ``type`` strings (OpenAI's and llama.cpp's) mapped to the status they stand for,
+# Error `type` strings (OpenAI's and llama.cpp's) mapped to the status they stand for,
 # used for in-stream errors, which arrive on a 200 response.
 _STATUS_BY_TYPE: dict[str, int] = {
     "invalid_request_error": 400,
@@ -318,15 +318,15 @@ def _decode_json(raw: bytes) -> tuple[bool, object]:
 
 
 def _error_body(parsed: object) -> object:
-    """What ``.body`` holds, as the official SDK has it: the ``error`` member of
-    ``{"error": ...}``, else the whole decoded body."""
+    """What `.body` holds, as the official SDK has it: the `error` member of
+    `{"error": ...}`, else the whole decoded body."""
     if isinstance(parsed, dict) and "error" in parsed:
         return parsed["error"]
     return parsed
 
 
 def _code_text(code: object) -> str | None:
-    """llama.cpp and vLLM send numeric codes; like the official SDK, ``.code`` is text."""
+    """llama.cpp and vLLM send numeric codes; like the official SDK, `.code` is text."""
     if isinstance(code, str):
         return code
     if isinstance(code, int) and not isinstance(code, bool):
@@ -381,10 +381,10 @@ def _compose(
 
 
 def error_from_response(status: int, headers: Mapping[str, str], raw_body: bytes) -> APIStatusError:
-    """Map an HTTP error answer to the matching :class:`APIStatusError` subclass.
+    """Map an HTTP error answer to the matching `APIStatusError` subclass.
 
-    Pure: no I/O. Handles OpenAI's ``{"error": {...}}``, vLLM's top-level error object,
-    FastAPI's ``{"detail": ...}``, a bare JSON string, plain text and HTML pages.
+    Pure: no I/O. Handles OpenAI's `{"error": {...}}`, vLLM's top-level error object,
+    FastAPI's `{"detail": ...}`, a bare JSON string, plain text and HTML pages.
     """
     is_json, parsed = _decode_json(raw_body)
     server_message, err_type, code, param = _error_fields(parsed) if is_json else (None,) * 4
@@ -396,18 +396,15 @@ def error_from_response(status: int, headers: Mapping[str, str], raw_body: bytes
     if location:
         where = f"the server redirected to {location}; use that URL as base_url"
         server_message = f"{where} ({server_message})" if server_message else where
-    cls = _class_for(status, code)
-    return cls(
+    return _status_error(
+        _class_for(status, code),
         _compose(status, server_message, err_type, code, request_id),
         status_code=status,
         headers=headers,
         body=_error_body(parsed) if is_json else raw_body.decode("utf-8", "replace"),
         raw_body=raw_body,
-        error_type=err_type,
-        code=code,
-        param=param,
+        fields=(server_message, err_type, code, param),
         request_id=request_id,
-        server_message=server_message,
     )
 
 
@@ -418,8 +415,8 @@ def error_from_stream_payload(
     request_id: str | None = None,
     where: str = "in-stream error",
 ) -> APIStatusError:
-    """Map an error sent with a 200: inside a stream (``event: error`` or ``{"error": ...}``)
-    or, with ``where="error body with status 200"``, as a whole non-streamed body."""
+    """Map an error sent with a 200: inside a stream (`event: error` or `{"error": ...}`)
+    or, with `where="error body with status 200"`, as a whole non-streamed body."""
     server_message, err_type, code, param = _error_fields(payload)
     if server_message is None:
         server_message = text_snippet(raw_frame) or "the server reported an error mid-stream"
@@ -442,11 +439,36 @@ def error_from_stream_payload(
     cls = _class_for(status, code) if status else APIStreamError
     if cls is APIStatusError:
         cls = APIStreamError
-    return cls(
+    return _status_error(
+        cls,
         f"{where}: " + _compose(status, server_message, err_type, code, request_id),
         status_code=status or 200,
+        headers=None,
         body=_error_body(payload),
         raw_body=raw_frame,
+        fields=(server_message, err_type, code, param),
+        request_id=request_id,
+    )
+
+
+def _status_error(
+    cls: type[APIStatusError],
+    message: str,
+    *,
+    status_code: int,
+    headers: Mapping[str, str] | None,
+    body: object,
+    raw_body: bytes,
+    fields: tuple[str | None, str | None, str | None, str | None],
+    request_id: str | None,
+) -> APIStatusError:
+    server_message, err_type, code, param = fields
+    return cls(
+        message,
+        status_code=status_code,
+        headers=headers,
+        body=body,
+        raw_body=raw_body,
         error_type=err_type,
         code=code,
         param=param,

@@ -3,12 +3,12 @@
 Every model:
 
 - is a slotted attrs class built with keyword arguments
-  (``ChatMessage(role="user", content="Hi")``);
-- remembers which fields were set, so ``to_dict()`` sends only those (``temperature=0`` is sent,
-  an untouched ``temperature`` is not) and a parsed response serialises back to the server's JSON;
-- keeps the fields a server sent that it does not declare in ``.extra``
-  (``chunk.choices[0].delta.extra["reasoning_content"]`` for DeepSeek or vLLM reasoning models);
-- accepts enum values it does not know (a new ``finish_reason`` or role parses and comes back
+  (`ChatMessage(role="user", content="Hi")`);
+- remembers which fields were set, so `to_dict()` sends only those (`temperature=0` is sent,
+  an untouched `temperature` is not) and a parsed response serialises back to the server's JSON;
+- keeps the fields a server sent that it does not declare in `.extra`
+  (`chunk.choices[0].delta.extra["reasoning_content"]` for DeepSeek or vLLM reasoning models);
+- accepts enum values it does not know (a new `finish_reason` or role parses and comes back
   as the same string).
 
 No I/O and no wire rules live here: see `chatlib._serde`, `chatlib._request` and `chatlib._parse`.
@@ -100,7 +100,7 @@ class FinishReason(OpenEnum):
 
 @model
 class TextContentPart(Model):
-    """``{"type": "text", "text": ...}``."""
+    """`{"type": "text", "text": ...}`."""
 
     type: str = "text"
     text: str
@@ -109,7 +109,7 @@ class TextContentPart(Model):
 
 @model
 class ImageURL(Model):
-    """An image by URL or ``data:`` URL; ``detail``: ``auto``, ``low``, ``high``, ``original``."""
+    """An image by URL or `data:` URL; `detail`: `auto`, `low`, `high`, `original`."""
 
     url: str
     detail: str | None = None
@@ -117,7 +117,7 @@ class ImageURL(Model):
 
 @model
 class ImageURLContentPart(Model):
-    """``{"type": "image_url", "image_url": {...}}``."""
+    """`{"type": "image_url", "image_url": {...}}`."""
 
     type: str = "image_url"
     image_url: ImageURL
@@ -126,7 +126,7 @@ class ImageURLContentPart(Model):
 
 @model
 class InputAudio(Model):
-    """Base64 audio; ``format`` is ``wav`` or ``mp3``."""
+    """Base64 audio; `format` is `wav` or `mp3`."""
 
     data: str
     format: str
@@ -134,7 +134,7 @@ class InputAudio(Model):
 
 @model
 class InputAudioContentPart(Model):
-    """``{"type": "input_audio", "input_audio": {...}}``."""
+    """`{"type": "input_audio", "input_audio": {...}}`."""
 
     type: str = "input_audio"
     input_audio: InputAudio
@@ -143,7 +143,7 @@ class InputAudioContentPart(Model):
 
 @model
 class FileData(Model):
-    """A file given inline (``file_data``, base64) or by ``file_id``."""
+    """A file given inline (`file_data`, base64) or by `file_id`."""
 
     file_data: str | None = None
     file_id: str | None = None
@@ -152,7 +152,7 @@ class FileData(Model):
 
 @model
 class FileContentPart(Model):
-    """``{"type": "file", "file": {...}}``."""
+    """`{"type": "file", "file": {...}}`."""
 
     type: str = "file"
     file: FileData
@@ -161,7 +161,7 @@ class FileContentPart(Model):
 
 @model
 class RefusalContentPart(Model):
-    """``{"type": "refusal", "refusal": ...}`` (assistant messages only)."""
+    """`{"type": "refusal", "refusal": ...}` (assistant messages only)."""
 
     type: str = "refusal"
     refusal: str
@@ -182,7 +182,7 @@ ContentPart = Union[
 
 @model
 class FunctionCall(Model):
-    """A function the model called: its ``name`` and its ``arguments`` as a JSON string."""
+    """A function the model called: its `name` and its `arguments` as a JSON string."""
 
     name: str
     arguments: str
@@ -222,7 +222,7 @@ ToolCall = Union[ChatCompletionMessageToolCall, ChatCompletionMessageCustomToolC
 
 @model
 class ChatCompletionAudio(Model):
-    """Audio the model produced (response), or a reference to it by ``id`` (request)."""
+    """Audio the model produced (response), or a reference to it by `id` (request)."""
 
     id: str | None = None
     data: str | None = None
@@ -242,7 +242,7 @@ class URLCitation(Model):
 
 @model
 class Annotation(Model):
-    """An annotation on an assistant message (``type`` is ``url_citation``)."""
+    """An annotation on an assistant message (`type` is `url_citation`)."""
 
     type: str
     url_citation: URLCitation | None = None
@@ -250,15 +250,17 @@ class Annotation(Model):
 
 @model
 class ChatMessage(Model):
-    """A message of any role: what you send in ``messages`` and what the model answers.
+    """A message of any role: what you send in `messages` and what the model answers.
 
-    Build one directly, or with the role helpers::
+    Build one directly, or with the role helpers:
 
-        ChatMessage(role=ChatRole.USER, content="Hi")
-        ChatMessage.system("You are terse.")
-        ChatMessage.tool('{"temp": 21}', tool_call_id="call_1")
+    ```python
+    ChatMessage(role=ChatRole.USER, content="Hi")
+    ChatMessage.system("You are terse.")
+    ChatMessage.tool('{"temp": 21}', tool_call_id="call_1")
+    ```
 
-    ``content`` is a string or a list of content parts (models or dicts).
+    `content` is a string or a list of content parts (models or dicts).
     """
 
     role: ChatRole | str
@@ -294,14 +296,14 @@ class ChatMessage(Model):
         tool_calls: list[ToolCall] | None = None,
         name: str | None = None,
     ) -> ChatMessage:
-        """An assistant message for the history (with ``tool_calls`` it may have no content)."""
+        """An assistant message for the history (with `tool_calls` it may have no content)."""
         msg = cls(role=ChatRole.ASSISTANT, content=content)
         msg.tool_calls = tool_calls
         return _with_name(msg, name)
 
     @classmethod
     def tool(cls, content: str | list[ContentPart], *, tool_call_id: str) -> ChatMessage:
-        """The result of a tool call, answering the call with id ``tool_call_id``."""
+        """The result of a tool call, answering the call with id `tool_call_id`."""
         return cls(role=ChatRole.TOOL, content=content, tool_call_id=tool_call_id)
 
     @classmethod
@@ -311,7 +313,7 @@ class ChatMessage(Model):
 
     @property
     def text(self) -> str:
-        """The text: ``content`` if a string, the joined text parts if a list, else ``""``."""
+        """The text: `content` if a string, the joined text parts if a list, else `""`."""
         content = self.content
         if isinstance(content, str):
             return content
@@ -332,7 +334,7 @@ def _with_name(msg: ChatMessage, name: str | None) -> ChatMessage:
     return msg
 
 
-#: What ``messages`` accepts: models, or dicts shaped like the wire format.
+#: What `messages` accepts: models, or dicts shaped like the wire format.
 Message = Union[ChatMessage, Mapping[str, Any]]
 
 # ---------------------------------------------------------------- request parts
@@ -340,7 +342,7 @@ Message = Union[ChatMessage, Mapping[str, Any]]
 
 @model
 class FunctionDefinition(Model):
-    """A function the model may call: JSON Schema ``parameters``, optional ``strict``."""
+    """A function the model may call: JSON Schema `parameters`, optional `strict`."""
 
     name: str
     description: str | None = None
@@ -350,7 +352,7 @@ class FunctionDefinition(Model):
 
 @model
 class ChatCompletionTool(Model):
-    """``{"type": "function", "function": {...}}``."""
+    """`{"type": "function", "function": {...}}`."""
 
     type: str = "function"
     function: FunctionDefinition
@@ -358,7 +360,7 @@ class ChatCompletionTool(Model):
 
 @model
 class CustomToolDefinition(Model):
-    """A custom tool: free-form text input, optionally constrained by a ``format`` (grammar)."""
+    """A custom tool: free-form text input, optionally constrained by a `format` (grammar)."""
 
     name: str
     description: str | None = None
@@ -367,7 +369,7 @@ class CustomToolDefinition(Model):
 
 @model
 class CustomTool(Model):
-    """``{"type": "custom", "custom": {...}}``."""
+    """`{"type": "custom", "custom": {...}}`."""
 
     type: str = "custom"
     custom: CustomToolDefinition
@@ -375,14 +377,14 @@ class CustomTool(Model):
 
 @model
 class ToolChoiceFunction(Model):
-    """Names the function a :class:`NamedToolChoice` forces."""
+    """Names the function a `NamedToolChoice` forces."""
 
     name: str
 
 
 @model
 class NamedToolChoice(Model):
-    """Force one function: ``NamedToolChoice(function=ToolChoiceFunction(name="f"))``."""
+    """Force one function: `NamedToolChoice(function=ToolChoiceFunction(name="f"))`."""
 
     type: str = "function"
     function: ToolChoiceFunction
@@ -400,7 +402,7 @@ class JSONSchemaFormat(Model):
 
 @model
 class ResponseFormat(Model):
-    """``{"type": "text" | "json_object" | "json_schema", "json_schema": {...}}``."""
+    """`{"type": "text" | "json_object" | "json_schema", "json_schema": {...}}`."""
 
     type: str
     json_schema: JSONSchemaFormat | None = None
@@ -408,7 +410,7 @@ class ResponseFormat(Model):
 
 @model
 class StreamOptions(Model):
-    """Streaming options; ``include_usage=True`` adds a final usage-only chunk."""
+    """Streaming options; `include_usage=True` adds a final usage-only chunk."""
 
     include_usage: bool | None = None
     include_obfuscation: bool | None = None
@@ -416,11 +418,11 @@ class StreamOptions(Model):
 
 @model
 class CreateChatCompletionRequest(Model):
-    """The body of ``POST /chat/completions``: every parameter of the wire schema.
+    """The body of `POST /chat/completions`: every parameter of the wire schema.
 
-    Only the fields you set are sent (falsy ones included: ``temperature=0``, ``seed=0``).
-    ``extra_body`` keys are merged into the top level of the JSON body (vendor parameters such
-    as vLLM's ``top_k``); ``extra_headers`` and ``extra_query`` are added to the HTTP request.
+    Only the fields you set are sent (falsy ones included: `temperature=0`, `seed=0`).
+    `extra_body` keys are merged into the top level of the JSON body (vendor parameters such
+    as vLLM's `top_k`); `extra_headers` and `extra_query` are added to the HTTP request.
     """
 
     model: str
@@ -466,7 +468,7 @@ class CreateChatCompletionRequest(Model):
 
 
 # Functional form on purpose: the values are evaluated at runtime even under
-# ``from __future__ import annotations``, so ``Required`` shows in ``__required_keys__``.
+# `from __future__ import annotations`, so `Required` shows in `__required_keys__`.
 ChatCompletionParams = TypedDict(  # noqa: UP013
     "ChatCompletionParams",
     {
@@ -519,8 +521,8 @@ ChatCompletionParams = TypedDict(  # noqa: UP013
     },
     total=False,
 )
-ChatCompletionParams.__doc__ = """The keyword arguments of ``create()``/``stream()``: the fields of
-:class:`CreateChatCompletionRequest` (``stream`` is its own argument)."""
+ChatCompletionParams.__doc__ = """The keyword arguments of `create()`/`stream()`: the fields of
+`CreateChatCompletionRequest` (`stream` is its own argument)."""
 
 
 # ---------------------------------------------------------------- response
@@ -588,7 +590,7 @@ class ChatCompletionUsage(Model):
 
 @model
 class ChatCompletionChoice(Model):
-    """One answer in a :class:`CreateChatCompletionResponse`."""
+    """One answer in a `CreateChatCompletionResponse`."""
 
     index: int = 0
     message: ChatMessage | None = None
@@ -613,7 +615,7 @@ class CreateChatCompletionResponse(Model):
 
     @property
     def text(self) -> str:
-        """The text of the first choice, or ``""`` when there is none."""
+        """The text of the first choice, or `""` when there is none."""
         if not self.choices or self.choices[0].message is None:
             return ""
         return self.choices[0].message.text
@@ -624,7 +626,7 @@ class CreateChatCompletionResponse(Model):
 
 @model
 class ChoiceDeltaFunctionCall(Model):
-    """A fragment of a function call: ``arguments`` arrive in pieces to be concatenated."""
+    """A fragment of a function call: `arguments` arrive in pieces to be concatenated."""
 
     name: str | None = None
     arguments: str | None = None
@@ -632,7 +634,7 @@ class ChoiceDeltaFunctionCall(Model):
 
 @model
 class ChoiceDeltaToolCall(Model):
-    """A fragment of a tool call, addressed by ``index``."""
+    """A fragment of a tool call, addressed by `index`."""
 
     index: int = 0
     id: str | None = None
@@ -665,7 +667,7 @@ class ChatCompletionChunkChoice(Model):
 
 @model
 class CreateChatCompletionChunk(Model):
-    """One streamed chunk. ``choices`` may be empty (usage-only last chunk, Azure's first chunk)."""
+    """One streamed chunk. `choices` may be empty (usage-only last chunk, Azure's first chunk)."""
 
     id: str | None = None
     object: str | None = None
@@ -680,7 +682,7 @@ class CreateChatCompletionChunk(Model):
 
     @property
     def text(self) -> str:
-        """The content this chunk adds to the first choice, or ``""`` (safe on any chunk)."""
+        """The content this chunk adds to the first choice, or `""` (safe on any chunk)."""
         for choice in self.choices:
             if choice.index == 0:
                 delta = choice.delta

@@ -2,11 +2,11 @@
 
 Implements the WHATWG HTML standard, section 9.2.6 "Interpreting an event stream":
 line ends are CR LF, LF or CR; a leading UTF-8 BOM is dropped; lines are decoded as
-UTF-8 with U+FFFD for invalid bytes; ``event``, ``data``, ``id`` and ``retry`` fields are
+UTF-8 with U+FFFD for invalid bytes; `event`, `data`, `id` and `retry` fields are
 interpreted; a blank line dispatches; an incomplete event at the end of the stream is
 discarded.
 
-The events produced do not depend on how the bytes are split into :meth:`SSEDecoder.feed`
+The events produced do not depend on how the bytes are split into `SSEDecoder.feed`
 calls, each event is returned by the call that completed it, and the work done is linear
 in the number of bytes fed.
 """
@@ -35,11 +35,11 @@ class ServerSentEvent:
     """One dispatched event. Treat it as read-only: it is compared and hashed by value.
 
     Attributes:
-        event: the event type; ``"message"`` when no (non-empty) ``event`` field was given.
-        data: the ``data`` field values joined with ``"\\n"``.
-        id: the last event ID when the event was dispatched; ``None`` until an ``id`` field
-            has been seen (an ``id`` field with an empty value sets it to ``""``).
-        retry: the value of a valid ``retry`` field in this event's own block, else ``None``.
+        event: the event type; `"message"` when no (non-empty) `event` field was given.
+        data: the `data` field values joined with `"\\n"`.
+        id: the last event ID when the event was dispatched; `None` until an `id` field
+            has been seen (an `id` field with an empty value sets it to `""`).
+        retry: the value of a valid `retry` field in this event's own block, else `None`.
     """
 
     __slots__ = ("data", "event", "id", "retry")
@@ -75,7 +75,7 @@ class ServerSentEvent:
 
 
 def _retry_value(value: bytes, current: int | None) -> int | None:
-    """The ``retry`` field's value if valid (ASCII digits only), else ``current``."""
+    """The `retry` field's value if valid (ASCII digits only), else `current`."""
     if not value.isdigit():  # bytes.isdigit(): ASCII 0-9 only, and False when empty
         return current
     digits = value.lstrip(b"0") or b"0"
@@ -83,12 +83,12 @@ def _retry_value(value: bytes, current: int | None) -> int | None:
 
 
 class SSEDecoder:
-    """Incremental event-stream decoder for one stream: :meth:`feed` bytes, get events.
+    """Incremental event-stream decoder for one stream: `feed` bytes, get events.
 
     Args:
         max_line_bytes: the longest line, and the largest data buffer of one event (each
-            ``data`` value plus its ``"\\n"``), in bytes; past it :meth:`feed` raises
-            :class:`~chatlib.errors.BodyTooLargeError`. ``None`` means unbounded. A decoder
+            `data` value plus its `"\\n"`), in bytes; past it `feed` raises
+            `BodyTooLargeError`. `None` means unbounded. A decoder
             that raised is in an unspecified state and should be discarded.
     """
 
@@ -128,9 +128,9 @@ class SSEDecoder:
 
     @property
     def last_event_id(self) -> str | None:
-        """The last event ID buffer: the value of the latest valid ``id`` field, or ``None``.
+        """The last event ID buffer: the value of the latest valid `id` field, or `None`.
 
-        It survives :meth:`flush`, so it can be sent as ``Last-Event-ID`` on reconnection.
+        It survives `flush`, so it can be sent as `Last-Event-ID` on reconnection.
         """
         return self._last_id
 
@@ -138,7 +138,7 @@ class SSEDecoder:
         """Decode the next bytes of the stream; return the events they complete, in order.
 
         Raises:
-            BodyTooLargeError: a line, or the data of one event, exceeds ``max_line_bytes``.
+            BodyTooLargeError: a line, or the data of one event, exceeds `max_line_bytes`.
         """
         if not chunk:
             return []
@@ -158,7 +158,7 @@ class SSEDecoder:
             self._bom_done = True
             chunk = bytes(buf[3:] if buf.startswith(_BOM) else buf)
             buf.clear()
-        # _buf holds no line end, so only the new bytes, from ``scan`` on, are searched: each
+        # _buf holds no line end, so only the new bytes, from `scan` on, are searched: each
         # byte is examined a fixed number of times however the stream is split (linear cost).
         data: bytes | bytearray
         if buf:
@@ -195,9 +195,9 @@ class SSEDecoder:
         return self._interpret(lines, commit=True)
 
     def flush(self) -> list[ServerSentEvent]:
-        """End of stream: discard any incomplete event (per the standard) and return ``[]``.
+        """End of stream: discard any incomplete event (per the standard) and return `[]`.
 
-        Resets the decoder for a new stream (a BOM is stripped again); :attr:`last_event_id`
+        Resets the decoder for a new stream (a BOM is stripped again); `last_event_id`
         is kept. Never raises.
         """
         self._reset_stream()
@@ -206,7 +206,7 @@ class SSEDecoder:
     def pending_event(self) -> ServerSentEvent | None:
         """The event a blank line would dispatch now, an unterminated last line included.
 
-        For a lenient end of stream, e.g. a server whose last bytes are ``data: [DONE]``
+        For a lenient end of stream, e.g. a server whose last bytes are `data: [DONE]`
         with no blank line. Changes no state and enforces no limit.
         """
         lines = [bytes(self._buf)] if self._buf else []
@@ -222,7 +222,7 @@ class SSEDecoder:
             )
 
     def _interpret(self, lines: Iterable[bytes], *, commit: bool) -> list[ServerSentEvent]:
-        """Run the field/dispatch rules over complete lines; with ``commit=False`` on a copy."""
+        """Run the field/dispatch rules over complete lines; with `commit=False` on a copy."""
         events: list[ServerSentEvent] = []
         data = self._data if commit else list(self._data)
         size = self._data_size

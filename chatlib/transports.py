@@ -1,7 +1,7 @@
 """The transport seam, public: what a custom transport implements, and fakes for unit tests.
 
 A transport moves bytes; chatlib's core decides everything else (see the transports page).
-``SyncChat(transport=...)`` takes a `SyncTransport`, `AsyncChat(transport=...)` an `AsyncTransport`;
+`SyncChat(transport=...)` takes a `SyncTransport`, `AsyncChat(transport=...)` an `AsyncTransport`;
 each `send` gets an `HttpRequest` (`repr` hides the key).
 """
 

@@ -398,6 +398,20 @@ def test_a_ca_bundle_can_be_given(
     assert tls_server.seen[0]["headers"]["authorization"] == "Bearer sk-test-key"
 
 
+@pytest.mark.parametrize("variable", ["REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"])
+def test_both_clients_trust_the_ca_bundle_the_environment_names(
+    facade: Any,
+    tls_server: Any,
+    tls_files: tuple[Path, Path],
+    monkeypatch: pytest.MonkeyPatch,
+    variable: str,
+) -> None:
+    monkeypatch.setenv(variable, str(tls_files[0]))
+    client = facade.client(base_url=f"{tls_server.origin}/v1", timeout=FAST, max_retries=0)
+
+    assert client.create(model="m", messages=[USER]).text == "over TLS"
+
+
 @pytest.mark.parametrize("verify", ["default", False, "bundle"])
 def test_the_verify_setting_reaches_the_transport(
     facade: Any,

@@ -1,13 +1,13 @@
 """The transport protocols, and the errors every transport raises, worded once.
 
-A transport moves bytes and nothing else. ``send`` returns once the status line and
+A transport moves bytes and nothing else. `send` returns once the status line and
 headers are in; the body is read through the response's byte iterator. Every failure is
-raised as :class:`chatlib.errors.APIConnectionError` (or its subclass
-:class:`chatlib.errors.APITimeoutError`), never as the HTTP library's own exception.
+raised as `chatlib.errors.APIConnectionError` (or its subclass
+`chatlib.errors.APITimeoutError`), never as the HTTP library's own exception.
 
-Plugging in another HTTP library is a class with a ``send`` method (sync or async) whose
-response has ``status_code``, ``headers``, a byte iterator and a close method: see
-``docs/transports.md``.
+Plugging in another HTTP library is a class with a `send` method (sync or async) whose
+response has `status_code`, `headers`, a byte iterator and a close method: see
+`docs/transports.md`.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ class SyncTransport(Protocol):
     """Sends one request and returns the response once its headers have arrived."""
 
     def send(self, request: HttpRequest) -> SyncResponse:
-        """Send ``request``; raise APIConnectionError/APITimeoutError on failure."""
+        """Send `request`; raise APIConnectionError/APITimeoutError on failure."""
         ...
 
     def close(self) -> None:
@@ -94,7 +94,7 @@ class AsyncTransport(Protocol):
     """Sends one request and returns the response once its headers have arrived."""
 
     async def send(self, request: HttpRequest) -> AsyncResponse:
-        """Send ``request``; raise APIConnectionError/APITimeoutError on failure."""
+        """Send `request`; raise APIConnectionError/APITimeoutError on failure."""
         ...
 
     async def aclose(self) -> None:

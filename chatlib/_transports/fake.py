@@ -44,12 +44,12 @@ class FakeResponse:
         self.closed = True
 
     async def aiter_bytes(self) -> AsyncIterator[bytes]:
-        """The async face of :meth:`iter_bytes`."""
+        """The async face of `iter_bytes`."""
         for piece in self.iter_bytes():
             yield piece
 
     async def aclose(self) -> None:
-        """The async face of :meth:`close`."""
+        """The async face of `close`."""
         self.close()
 
 
@@ -57,10 +57,10 @@ FakeOutcome = Union[FakeResponse, APIConnectionError]
 
 
 class FakeTransport:
-    """Answers requests from a script, for both ``SyncChat`` and ``AsyncChat``.
+    """Answers requests from a script, for both `SyncChat` and `AsyncChat`.
 
-    Each ``send`` takes the next scripted :class:`FakeResponse` (or raises the next
-    scripted ``APIConnectionError``) and records the request in :attr:`requests`.
+    Each `send` takes the next scripted `FakeResponse` (or raises the next
+    scripted `APIConnectionError`) and records the request in `requests`.
     """
 
     def __init__(self, *outcomes: FakeOutcome) -> None:
@@ -74,7 +74,7 @@ class FakeTransport:
         self.script.extend(outcomes)
 
     def send(self, request: HttpRequest) -> FakeResponse:
-        """Record ``request`` and play the next scripted outcome."""
+        """Record `request` and play the next scripted outcome."""
         self.requests.append(request)
         if not self.script:
             raise AssertionError(f"FakeTransport: no scripted answer left for {request!r}")
@@ -99,13 +99,13 @@ class FakeTransport:
 
 
 class AsyncFakeTransport:
-    """The async face of a :class:`FakeTransport` (same script, same records)."""
+    """The async face of a `FakeTransport` (same script, same records)."""
 
     def __init__(self, fake: FakeTransport) -> None:
         self.fake = fake
 
     async def send(self, request: HttpRequest) -> FakeResponse:
-        """Record ``request`` and play the next scripted outcome."""
+        """Record `request` and play the next scripted outcome."""
         return self.fake.send(request)
 
     async def aclose(self) -> None:

@@ -203,7 +203,7 @@ class RequestsTransport:
     ) -> None:
         self._owns_session = session is None
         self._pool_maxsize = pool_maxsize
-        # A session passed in keeps its own ``session.verify`` (CA bundle) unless told otherwise.
+        # A session passed in keeps its own `session.verify` (CA bundle) unless told otherwise.
         self._verify: bool | str | None = (
             ca_bundle(verify) if session is None else (None if verify is True else verify)
         )

@@ -2,7 +2,7 @@
 
 A socket read timeout bounds the silence between two bytes, not the time a read sequence
 takes: a server that trickles its status line and headers one byte at a time never trips
-it, and ``http.client`` would wait for hours. The sync transport registers the socket
+it, and `http.client` would wait for hours. The sync transport registers the socket
 while it waits for the response headers and while it reads the body; when the call's
 deadline passes first, the watchdog shuts the socket down, which wakes the blocked read.
 
@@ -23,7 +23,7 @@ __all__ = ["Watch", "watchdog"]
 
 
 class Watch:
-    """A registered socket; :attr:`fired` tells whether its deadline passed first."""
+    """A registered socket; `fired` tells whether its deadline passed first."""
 
     __slots__ = ("active", "deadline", "fired", "sock")
 
@@ -47,7 +47,7 @@ class _Watchdog:
         self._thread: threading.Thread | None = None
 
     def watch(self, deadline: float, sock: socket.socket) -> Watch:
-        """Shut ``sock`` down at ``deadline`` (``time.monotonic``) unless cancelled before."""
+        """Shut `sock` down at `deadline` (`time.monotonic`) unless cancelled before."""
         if self._pid != os.getpid():
             self._reset()
         entry = Watch(deadline, sock)
@@ -63,7 +63,7 @@ class _Watchdog:
         return entry
 
     def cancel(self, entry: Watch) -> None:
-        """Forget ``entry``; it will not fire (it is dropped lazily from the queue)."""
+        """Forget `entry`; it will not fire (it is dropped lazily from the queue)."""
         with self._cond:
             if not entry.active:
                 return
