@@ -18,6 +18,7 @@ from typing_extensions import Self, Unpack
 from chatlib._call import Call
 from chatlib._client import ClientBase
 from chatlib._config import ClientSettings, TimeoutLike
+from chatlib._events import ChatCompletionStreamEvent
 from chatlib._flow import Flow, ReadBody, Send
 from chatlib._params import with_request_signature
 from chatlib._parse import BodyCollector
@@ -120,10 +121,36 @@ class AsyncChatStream(StreamBase[AsyncResponse], AsyncIterator[CreateChatComplet
                 raise StopAsyncIteration
             try:
                 state.advance(await anext(self._body, None))
-            except BaseException:
+            except BaseException as exc:
                 await self.aclose()
+                state.failed(exc)
                 raise
         return state.take()
+
+    async def events(self) -> AsyncIterator[ChatCompletionStreamEvent]:
+        """The stream as typed events, in the official SDK's order: `chunk`,
+        `content.delta`/`.done`, `refusal.delta`/`.done`,
+        `tool_calls.function.arguments.delta`/`.done`, `logprobs.content.delta`/`.done`...
+        (see the stream events page): `async for event in stream.events()`. Call it before
+        reading any chunk.
+        """
+        await self._start()
+        state = self._state
+        if state is None:
+            return  # closed before it started
+        state.start_events()
+        while True:
+            while state.events:
+                yield state.events.popleft()
+            if await anext(self, None) is None:
+                return
+
+    async def until_done(self) -> Self:
+        """Read the rest of the stream; returns the stream
+        (`(await stream.until_done()).accumulated`)."""
+        async for _ in self:
+            pass
+        return self
 
     @property
     def text_stream(self) -> AsyncIterator[str]:
@@ -133,9 +160,7 @@ class AsyncChatStream(StreamBase[AsyncResponse], AsyncIterator[CreateChatComplet
 
     async def get_final_completion(self) -> CreateChatCompletionResponse:
         """Read the rest of the stream and return the whole completion."""
-        async for _ in self:
-            pass
-        return self.accumulated
+        return (await self.until_done()).accumulated
 
     async def aclose(self) -> None:
         """Release the connection; reading the little that follows `[DONE]` lets it be reused."""

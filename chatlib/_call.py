@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import attrs
 
 from chatlib._config import ClientConfig, Timeout, TimeoutLike
+from chatlib._events import EventOptions
 from chatlib._flow import Finish, Flow, keep_open, parse_body, request_flow
 from chatlib._headers import request_id_of
 from chatlib._parse import ChunkParser, parse_completion
@@ -35,12 +36,14 @@ class Call:
     """A call ready to run: its request, whether it streams, and the settings it runs under.
 
     One per call: its flow fixes the total deadline, which the stream it opens then keeps to.
+    `event_options` says what the events of the stream it opens parse (`stream.events()`).
     """
 
     http_request: HttpRequest
     stream: bool
     config: ClientConfig
     deadline: float | None = None
+    event_options: EventOptions | None = None
 
     def completion_flow(
         self,
@@ -95,7 +98,11 @@ class Call:
             require_done=self.config.require_done,
         )
         return StreamState(
-            parser, deadline=self.deadline, clock=clock, response_headers=response_headers
+            parser,
+            deadline=self.deadline,
+            clock=clock,
+            response_headers=response_headers,
+            event_options=self.event_options,
         )
 
 
@@ -158,4 +165,9 @@ def plan_call(
         timeout=None if timeout is None else Timeout.of(timeout),
         idempotency_key=idempotency_key,
     )
-    return Call(http_request=http_request, stream=streaming, config=config)
+    return Call(
+        http_request=http_request,
+        stream=streaming,
+        config=config,
+        event_options=EventOptions.for_request(request) if streaming else None,
+    )

@@ -17,6 +17,7 @@ from typing_extensions import Self, Unpack
 from chatlib._call import Call
 from chatlib._client import ClientBase
 from chatlib._config import ClientSettings, TimeoutLike
+from chatlib._events import ChatCompletionStreamEvent
 from chatlib._flow import Flow, ReadBody, Send
 from chatlib._params import with_request_signature
 from chatlib._parse import BodyCollector
@@ -107,10 +108,31 @@ class ChatStream(StreamBase[SyncResponse], Iterator[CreateChatCompletionChunk]):
                 raise StopIteration
             try:
                 state.advance(next(self._body, None))
-            except BaseException:
+            except BaseException as exc:
                 self.close()
+                state.failed(exc)
                 raise
         return state.take()
+
+    def events(self) -> Iterator[ChatCompletionStreamEvent]:
+        """The stream as typed events, in the official SDK's order: `chunk`,
+        `content.delta`/`.done`, `refusal.delta`/`.done`,
+        `tool_calls.function.arguments.delta`/`.done`, `logprobs.content.delta`/`.done`...
+        (see the stream events page). Call it before reading any chunk.
+        """
+        state = self._state
+        state.start_events()
+        while True:
+            while state.events:
+                yield state.events.popleft()
+            if next(self, None) is None:
+                return
+
+    def until_done(self) -> Self:
+        """Read the rest of the stream; returns the stream (`stream.until_done().accumulated`)."""
+        for _ in self:
+            pass
+        return self
 
     @property
     def text_stream(self) -> Iterator[str]:
@@ -119,9 +141,7 @@ class ChatStream(StreamBase[SyncResponse], Iterator[CreateChatCompletionChunk]):
 
     def get_final_completion(self) -> CreateChatCompletionResponse:
         """Read the rest of the stream and return the whole completion."""
-        for _ in self:
-            pass
-        return self.accumulated
+        return self.until_done().accumulated
 
     def close(self) -> None:
         """Release the connection; reading the little that follows `[DONE]` lets it be reused."""
