@@ -8,18 +8,7 @@ from chatlib._async import AsyncChat as AsyncChat
 from chatlib._async import AsyncChatStream as AsyncChatStream
 from chatlib._config import ClientSettings as ClientSettings
 from chatlib._config import Timeout as Timeout
-from chatlib._events import ChatCompletionStreamEvent as ChatCompletionStreamEvent
-from chatlib._events import ChunkEvent as ChunkEvent
-from chatlib._events import ContentDeltaEvent as ContentDeltaEvent
-from chatlib._events import ContentDoneEvent as ContentDoneEvent
-from chatlib._events import FunctionToolCallArgumentsDeltaEvent as FunctionToolCallArgumentsDeltaEvent
-from chatlib._events import FunctionToolCallArgumentsDoneEvent as FunctionToolCallArgumentsDoneEvent
-from chatlib._events import LogprobsContentDeltaEvent as LogprobsContentDeltaEvent
-from chatlib._events import LogprobsContentDoneEvent as LogprobsContentDoneEvent
-from chatlib._events import LogprobsRefusalDeltaEvent as LogprobsRefusalDeltaEvent
-from chatlib._events import LogprobsRefusalDoneEvent as LogprobsRefusalDoneEvent
-from chatlib._events import RefusalDeltaEvent as RefusalDeltaEvent
-from chatlib._events import RefusalDoneEvent as RefusalDoneEvent
+from chatlib._events import *
 from chatlib._functions import create_chat_completion as create_chat_completion
 from chatlib._functions import create_chat_completion_stream as create_chat_completion_stream
 from chatlib._sync import ChatStream as ChatStream

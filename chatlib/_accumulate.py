@@ -142,7 +142,9 @@ class ChatCompletionAccumulator:
         try:
             _check(chunk)
         except ModelShapeError as exc:
-            raise _shape_error(f"a stream chunk has a value of the wrong type: {exc}", chunk)
+            raise _shape_error(
+                f"a stream chunk has a value of the wrong type: {exc}", chunk
+            ) from None
         self._add(chunk)
 
     def _add(self, chunk: CreateChatCompletionChunk) -> None:
@@ -308,8 +310,7 @@ def _as_chunk(data: Any) -> CreateChatCompletionChunk:
             data = dump()
     if not isinstance(data, Mapping):
         raise APIResponseValidationError(
-            f"expected a chunk (a CreateChatCompletionChunk or its JSON), "
-            f"got {type(data).__name__}"
+            f"expected a chunk (a CreateChatCompletionChunk or its JSON), got {type(data).__name__}"
         )
     try:
         chunk: CreateChatCompletionChunk = _structure_chunk(data, None)

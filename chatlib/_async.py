@@ -11,14 +11,13 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from types import TracebackType
-from typing import Any, Literal, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from typing_extensions import Self, Unpack
 
 from chatlib._call import Call
 from chatlib._client import ClientBase
 from chatlib._config import ClientSettings, TimeoutLike
-from chatlib._events import ChatCompletionStreamEvent
 from chatlib._flow import Flow, ReadBody, Send
 from chatlib._params import with_request_signature
 from chatlib._parse import BodyCollector
@@ -32,6 +31,9 @@ from chatlib.models import (
     CreateChatCompletionRequest,
     CreateChatCompletionResponse,
 )
+
+if TYPE_CHECKING:
+    from chatlib._events import ChatCompletionStreamEvent  # loaded when `events()` first runs
 
 __all__ = ["AsyncChat", "AsyncChatStream"]
 
@@ -132,7 +134,12 @@ class AsyncChatStream(StreamBase[AsyncResponse], AsyncIterator[CreateChatComplet
         `content.delta`/`.done`, `refusal.delta`/`.done`,
         `tool_calls.function.arguments.delta`/`.done`, `logprobs.content.delta`/`.done`...
         (see the stream events page): `async for event in stream.events()`. Call it before
-        reading any chunk.
+        reading any chunk; chunks read directly afterwards still make their events, handed
+        out by the next iteration.
+
+        Raises:
+            RuntimeError: chunks were read before the first call: events describe the
+                whole stream.
         """
         await self._start()
         state = self._state

@@ -10,12 +10,11 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 
 from chatlib._config import ClientConfig, Timeout, TimeoutLike
-from chatlib._events import EventOptions
 from chatlib._flow import Finish, Flow, keep_open, parse_body, request_flow
 from chatlib._headers import request_id_of
 from chatlib._parse import ChunkParser, parse_completion
@@ -25,6 +24,9 @@ from chatlib._stream import StreamState
 from chatlib._validate import check_param_names
 from chatlib.errors import InvalidArgumentError
 from chatlib.models import ChatMessage, CreateChatCompletionRequest, CreateChatCompletionResponse
+
+if TYPE_CHECKING:
+    from chatlib._events import EventOptions
 
 __all__ = ["Call", "plan_call"]
 
@@ -36,13 +38,15 @@ class Call:
     """A call ready to run: its request, whether it streams, and the settings it runs under.
 
     One per call: its flow fixes the total deadline, which the stream it opens then keeps to.
-    `event_options` says what the events of the stream it opens parse (`stream.events()`).
+    What the events of the stream it opens parse (`stream.events()`) follows `request`, or
+    `event_options` when set (the hook for typed parsing).
     """
 
     http_request: HttpRequest
     stream: bool
     config: ClientConfig
     deadline: float | None = None
+    request: CreateChatCompletionRequest | None = None
     event_options: EventOptions | None = None
 
     def completion_flow(
@@ -102,6 +106,7 @@ class Call:
             deadline=self.deadline,
             clock=clock,
             response_headers=response_headers,
+            request=self.request,
             event_options=self.event_options,
         )
 
@@ -169,5 +174,5 @@ def plan_call(
         http_request=http_request,
         stream=streaming,
         config=config,
-        event_options=EventOptions.for_request(request) if streaming else None,
+        request=request if streaming else None,
     )

@@ -12,19 +12,23 @@ of the official SDK's `client.chat.completions.stream()`:
   refusal, logprobs and last tool call are done; and when a new tool call starts, the content
   and the previous tool call are.
 
-Where chatlib differs, on purpose (each one checked against the SDK by the tests):
+Where chatlib differs, on purpose (each one checked against the SDK by tests/test_events.py):
 
 - every per-choice event carries `choice_index` (the SDK's do not say which choice they are
   about when `n` > 1);
 - a tool call's `name` is set, not concatenated (llama.cpp repeats it in every fragment; the
   SDK then reports `get_weatherget_weather...`);
-- a stream whose first chunk is about choice 1, chunks without an `object` field, and deltas
-  without `type` or `function` work (the SDK raises or yields nothing);
+- streams the SDK cannot read work: a first chunk about choice 1, a first chunk with
+  `"choices": null`, chunks without an `object` field (the SDK drops them), a choice without
+  `delta`, a tool call fragment without `type` or `function`;
 - a tool call that starts in the chunk that carries the choice's `finish_reason` gets its
-  `.done` event (the SDK's never comes);
+  `.done` event (the SDK's never comes), and the stream's first chunk is parsed like the
+  others (the SDK skips parsing there);
 - log probabilities are counted once (the SDK repeats the first ones of a choice that first
-  appears after the stream's first chunk in its snapshots);
-- `parsed` is never an exception: JSON that cannot be parsed gives `None` (the SDK raises).
+  appears after the stream's first chunk), and a `snapshot` list is not extended afterwards;
+- `parsed` is never an exception: JSON that cannot be parsed gives `None` (the SDK raises),
+  and a `length` finish does not raise (the SDK raises `LengthFinishReasonError` when it
+  parses).
 
 `parsed` and `parsed_arguments` follow `EventOptions`, the hook typed classes plug into; by
 default they are the JSON values, as the SDK gives them for a class `response_format` and for
@@ -50,12 +54,11 @@ from chatlib.models import (
     TokenLogprob,
 )
 
-__all__ = [
+__all__ = [  # the public names (`chatlib.ContentDeltaEvent`...); the machine is internal
     "ChatCompletionStreamEvent",
     "ChunkEvent",
     "ContentDeltaEvent",
     "ContentDoneEvent",
-    "EventOptions",
     "FunctionToolCallArgumentsDeltaEvent",
     "FunctionToolCallArgumentsDoneEvent",
     "LogprobsContentDeltaEvent",
@@ -64,7 +67,6 @@ __all__ = [
     "LogprobsRefusalDoneEvent",
     "RefusalDeltaEvent",
     "RefusalDoneEvent",
-    "StreamEvents",
 ]
 
 
@@ -571,7 +573,9 @@ class StreamEvents:
             if self._options.json_content and not state.refusal:
                 parse = self._options.parse_content
                 parsed = _loads(state.content) if parse is None else parse(state.content)
-            events.append(ContentDoneEvent(content=state.content, parsed=parsed, choice_index=index))
+            events.append(
+                ContentDoneEvent(content=state.content, parsed=parsed, choice_index=index)
+            )
         if state.refusal is not None and not state.refusal_done:
             state.refusal_done = True
             events.append(RefusalDoneEvent(refusal=state.refusal, choice_index=index))

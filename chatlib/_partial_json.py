@@ -195,10 +195,10 @@ class PartialJSON:
                 i += 1
                 continue
             expect = self._expect
-            if expect == _VALUE or expect == _VALUE_OR_END:
+            if expect in (_VALUE, _VALUE_OR_END):
                 if ch == '"':
                     self._in_string = True
-                elif ch == "{" or ch == "[":
+                elif ch in "{[":
                     stack.append("}" if ch == "{" else "]")
                     self._expect = _KEY_OR_END if ch == "{" else _VALUE_OR_END
                     self._cut, self._closers = i + 1, "".join(reversed(stack))
@@ -212,7 +212,7 @@ class PartialJSON:
                 else:
                     self._broken = True
                     break
-            elif expect == _KEY_OR_END or expect == _KEY:
+            elif expect in (_KEY_OR_END, _KEY):
                 if ch == '"':
                     self._in_string = self._in_key = True
                 elif ch == "}" and expect == _KEY_OR_END:

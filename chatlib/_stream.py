@@ -12,13 +12,19 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Mapping
-from typing import Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from chatlib._accumulate import ChatCompletionAccumulator
-from chatlib._events import ChatCompletionStreamEvent, EventOptions, StreamEvents
 from chatlib._parse import ChunkParser, fold_chunk
 from chatlib.errors import APIError, ChatLibError, deadline_exceeded
-from chatlib.models import CreateChatCompletionChunk, CreateChatCompletionResponse
+from chatlib.models import (
+    CreateChatCompletionChunk,
+    CreateChatCompletionRequest,
+    CreateChatCompletionResponse,
+)
+
+if TYPE_CHECKING:  # loaded on first use of `events()`: most streams never need it
+    from chatlib._events import ChatCompletionStreamEvent, EventOptions, StreamEvents
 
 __all__ = ["DRAIN_BYTES", "DRAIN_SECONDS", "Drain", "StreamBase", "StreamState"]
 
@@ -59,6 +65,7 @@ class StreamState:
         "_event_options",
         "_events",
         "_failure",
+        "_request",
         "_taken",
         "events",
         "finished",
@@ -74,6 +81,7 @@ class StreamState:
         deadline: float | None,
         clock: Callable[[], float],
         response_headers: Mapping[str, str],
+        request: CreateChatCompletionRequest | None = None,
         event_options: EventOptions | None = None,
     ) -> None:
         self.parser = parser
@@ -85,15 +93,16 @@ class StreamState:
         self._accumulator = ChatCompletionAccumulator()
         self._failure: ChatLibError | None = None
         self._taken = 0
+        self._request = request
         self._event_options = event_options
         self._events: StreamEvents | None = None
         self.events: deque[ChatCompletionStreamEvent] = deque()  # made, not yet handed out
 
     def on_bytes(self, data: bytes) -> None:
         """Feed body bytes; raises for a broken stream or a passed deadline."""
+        if self._deadline is not None and self._clock() > self._deadline:
+            raise self.failed(deadline_exceeded())
         try:
-            if self._deadline is not None and self._clock() > self._deadline:
-                raise deadline_exceeded()
             self.parser.feed_into(data, self.pending)
         except ChatLibError as exc:
             if not self.pending:
@@ -162,7 +171,12 @@ class StreamState:
                 "stream.events() must be called before any chunk is read: events describe "
                 "the whole stream (the chunks read so far are in stream.accumulated)"
             )
-        self._events = StreamEvents(self._event_options, accumulator=self._accumulator)
+        from chatlib._events import EventOptions, StreamEvents
+
+        options = self._event_options
+        if options is None and self._request is not None:
+            options = EventOptions.for_request(self._request)
+        self._events = StreamEvents(options, accumulator=self._accumulator)
 
     @property
     def accumulated(self) -> CreateChatCompletionResponse:

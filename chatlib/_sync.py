@@ -10,14 +10,13 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from types import TracebackType
-from typing import Any, Literal, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from typing_extensions import Self, Unpack
 
 from chatlib._call import Call
 from chatlib._client import ClientBase
 from chatlib._config import ClientSettings, TimeoutLike
-from chatlib._events import ChatCompletionStreamEvent
 from chatlib._flow import Flow, ReadBody, Send
 from chatlib._params import with_request_signature
 from chatlib._parse import BodyCollector
@@ -31,6 +30,9 @@ from chatlib.models import (
     CreateChatCompletionRequest,
     CreateChatCompletionResponse,
 )
+
+if TYPE_CHECKING:
+    from chatlib._events import ChatCompletionStreamEvent  # loaded when `events()` first runs
 
 __all__ = ["ChatStream", "SyncChat"]
 
@@ -118,7 +120,12 @@ class ChatStream(StreamBase[SyncResponse], Iterator[CreateChatCompletionChunk]):
         """The stream as typed events, in the official SDK's order: `chunk`,
         `content.delta`/`.done`, `refusal.delta`/`.done`,
         `tool_calls.function.arguments.delta`/`.done`, `logprobs.content.delta`/`.done`...
-        (see the stream events page). Call it before reading any chunk.
+        (see the stream events page). Call it before reading any chunk; chunks read
+        directly afterwards still make their events, handed out by the next iteration.
+
+        Raises:
+            RuntimeError: chunks were read before the first call: events describe the
+                whole stream.
         """
         state = self._state
         state.start_events()

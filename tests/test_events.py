@@ -119,7 +119,9 @@ def names_set_not_concatenated(name: str, call_id: str) -> Callable[[list[Any]],
                 event["name"] = name
             if event["type"] == "chunk":
                 for choice in event["snapshot"]["choices"]:
-                    choice["tool_calls"] = [(call_id, name, args) for _, _, args in choice["tool_calls"]]
+                    choice["tool_calls"] = [
+                        (call_id, name, args) for _, _, args in choice["tool_calls"]
+                    ]
         return events
 
     return patch
@@ -390,7 +392,11 @@ CASES: dict[str, Case] = {
         ]
     ),
     "CRLF framing, DONE without a blank line": Case(
-        [frame(chunk({"content": "x"}), eol=b"\r\n"), frame(chunk({}, finish="stop")), b"data: [DONE]"]
+        [
+            frame(chunk({"content": "x"}), eol=b"\r\n"),
+            frame(chunk({}, finish="stop")),
+            b"data: [DONE]",
+        ]
     ),
     "usage chunk with choices []": digestible(
         [frame({"id": "c", "choices": [], "usage": USAGE}), frame(chunk({"content": "a"})), DONE]
@@ -488,7 +494,11 @@ CASES: dict[str, Case] = {
         ]
     ),
     "a chunk without delta": Case(
-        [frame(chunk({"content": "x"})), frame({**chunk(), "choices": [{"index": 0, "finish_reason": "stop"}]}), DONE],
+        [
+            frame(chunk({"content": "x"})),
+            frame({**chunk(), "choices": [{"index": 0, "finish_reason": "stop"}]}),
+            DONE,
+        ],
         oracle=[frame(chunk({"content": "x"})), frame(chunk({}, finish="stop")), DONE],
     ),
     "a tool call fragment without type": Case(
@@ -498,7 +508,15 @@ CASES: dict[str, Case] = {
             DONE,
         ],
         oracle=[
-            frame(chunk({"tool_calls": [tool_fragment(0, "{}", id="c1", type="function", name="get_time")]})),
+            frame(
+                chunk(
+                    {
+                        "tool_calls": [
+                            tool_fragment(0, "{}", id="c1", type="function", name="get_time")
+                        ]
+                    }
+                )
+            ),
             frame(chunk({}, finish="tool_calls")),
             DONE,
         ],
@@ -510,7 +528,9 @@ CASES: dict[str, Case] = {
                     {
                         "role": "assistant",
                         "tool_calls": [
-                            tool_fragment(0, STRICT_ARGUMENTS, id="c1", type="function", name="get_weather")
+                            tool_fragment(
+                                0, STRICT_ARGUMENTS, id="c1", type="function", name="get_weather"
+                            )
                         ],
                     },
                     finish="tool_calls",
@@ -681,7 +701,9 @@ def _action(body: list[bytes] | Reply) -> RawReply | Reply:
 _SDK_RESULTS: dict[str, tuple[list[dict[str, Any]], str | None]] = {}
 
 
-def sdk_events(server: LocalServer, name: str, case: Case) -> tuple[list[dict[str, Any]], str | None]:
+def sdk_events(
+    server: LocalServer, name: str, case: Case
+) -> tuple[list[dict[str, Any]], str | None]:
     """The SDK's events for `case` (views taken as each event is yielded: the SDK mutates
     its snapshots afterwards), and the name of the error it raised; once per case."""
     if name not in _SDK_RESULTS:
