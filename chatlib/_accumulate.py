@@ -137,7 +137,7 @@ class ChatCompletionAccumulator:
                 value the merge needs has the wrong type (e.g. a number as `delta.content`);
                 the chunk is in `.body`, and nothing of it was merged.
         """
-        if chunk.__class__ is not CreateChatCompletionChunk:
+        if not isinstance(chunk, CreateChatCompletionChunk):
             chunk = _as_chunk(chunk)
         try:
             _check(chunk)

@@ -147,8 +147,8 @@ class AsyncChatStream(StreamBase[AsyncResponse], AsyncIterator[CreateChatComplet
             return  # closed before it started
         state.start_events()
         while True:
-            while state.events:
-                yield state.events.popleft()
+            while state.event_queue:
+                yield state.event_queue.popleft()
             if await anext(self, None) is None:
                 return
 

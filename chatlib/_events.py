@@ -316,6 +316,9 @@ class EventOptions:
             `tool_calls.function.arguments.delta`, whole in `.done`.
         parse_arguments: Turns `(name, arguments)` into `.done`'s `parsed_arguments` for
             those functions; default: `json.loads`, with `None` for arguments that are not JSON.
+
+    An exception a conversion raises comes out of the `events()` loop as it is (a validation
+    error of the typed parsing, say); the defaults never raise.
     """
 
     json_content: bool = False

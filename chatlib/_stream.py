@@ -67,7 +67,7 @@ class StreamState:
         "_failure",
         "_request",
         "_taken",
-        "events",
+        "event_queue",
         "finished",
         "parser",
         "pending",
@@ -96,7 +96,7 @@ class StreamState:
         self._request = request
         self._event_options = event_options
         self._events: StreamEvents | None = None
-        self.events: deque[ChatCompletionStreamEvent] = deque()  # made, not yet handed out
+        self.event_queue: deque[ChatCompletionStreamEvent] = deque()  # made, not handed out
 
     def on_bytes(self, data: bytes) -> None:
         """Feed body bytes; raises for a broken stream or a passed deadline."""
@@ -138,7 +138,7 @@ class StreamState:
             raise
         self._taken += 1
         if self._events is not None:
-            self.events.extend(self._events.on_chunk(chunk))
+            self.event_queue.extend(self._events.on_chunk(chunk))
         return chunk
 
     def on_eof(self) -> None:
@@ -159,7 +159,7 @@ class StreamState:
         return exc
 
     def start_events(self) -> None:
-        """Turn every chunk handed out from now on into events (in `events`); idempotent.
+        """Turn every chunk handed out from now on into events (in `event_queue`); idempotent.
 
         Raises:
             RuntimeError: chunks were handed out already: their events cannot be made.

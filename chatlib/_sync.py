@@ -130,8 +130,8 @@ class ChatStream(StreamBase[SyncResponse], Iterator[CreateChatCompletionChunk]):
         state = self._state
         state.start_events()
         while True:
-            while state.events:
-                yield state.events.popleft()
+            while state.event_queue:
+                yield state.event_queue.popleft()
             if next(self, None) is None:
                 return
 
