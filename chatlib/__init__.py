@@ -55,7 +55,9 @@ def _public_names() -> list[str]:
 def __getattr__(name: str) -> Any:
     if name == "__all__":
         return _public_names()
-    module_name = _module_of(name)
+    # `from chatlib import _log` asks for a submodule not yet imported: no public name starts
+    # with "_", so the star-imported modules need not be loaded to say so.
+    module_name = None if name.startswith("_") else _module_of(name)
     if module_name is None:
         raise AttributeError(f"module 'chatlib' has no attribute {name!r}")
     import importlib

@@ -3,10 +3,12 @@
 # (the `lazy_loader` / SPEC 1 pattern). A star import makes every name in that module's
 # `__all__` public here too.
 
+from chatlib._accumulate import ChatCompletionAccumulator as ChatCompletionAccumulator
 from chatlib._async import AsyncChat as AsyncChat
 from chatlib._async import AsyncChatStream as AsyncChatStream
 from chatlib._config import ClientSettings as ClientSettings
 from chatlib._config import Timeout as Timeout
+from chatlib._events import *
 from chatlib._functions import create_chat_completion as create_chat_completion
 from chatlib._functions import create_chat_completion_stream as create_chat_completion_stream
 from chatlib._sync import ChatStream as ChatStream

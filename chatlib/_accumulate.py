@@ -3,14 +3,19 @@
 Robust to what real servers do: Ollama repeats the role in every delta, llama.cpp repeats a
 tool call's id, type and name in every delta (only `arguments` are pieces to concatenate),
 llama-server interleaves choices and sends one usage chunk per choice, Groq puts usage under
-`x_groq.usage`, reasoning servers stream `reasoning_content` beside `content`.
+`x_groq.usage`, reasoning servers stream `reasoning_content` beside `content`. Every stream
+object keeps one (`stream.accumulated`); it is public as `chatlib.ChatCompletionAccumulator`
+for chunks obtained some other way.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from typing import Any
 
-from chatlib._serde import ModelShapeError
+from chatlib._serde import ModelShapeError, converter
+from chatlib.errors import APIResponseValidationError
 from chatlib.models import (
     ChatCompletionAudio,
     ChatCompletionChoice,
@@ -61,6 +66,7 @@ class _ChoiceState:
         "function_name",
         "logprobs",
         "refusal",
+        "refusal_logprobs",
         "role",
         "tool_calls",
     )
@@ -75,6 +81,7 @@ class _ChoiceState:
         self.function_args: list[str] | None = None
         self.finish_reason: FinishReason | None = None
         self.logprobs: list[TokenLogprob] | None = None
+        self.refusal_logprobs: list[TokenLogprob] | None = None
         self.extra_text: dict[str, list[str]] = {}
         self.audio: _AudioState | None = None
 
@@ -95,20 +102,52 @@ def _index(value: Any, what: str) -> int:
 
 
 class ChatCompletionAccumulator:
-    """Add chunks with `add`; `result` is the completion they make up so far."""
+    """Merges streamed chunks into the completion they make up, as the server would have sent
+    it unstreamed: `add` each chunk in order, read `result()` whenever you like.
+
+    Every stream keeps one (`stream.accumulated`, and the `.partial` of the error a failed
+    stream raises); use your own for chunks obtained elsewhere (a queue, a log, another
+    client's stream). Content, refusals, reasoning text, tool call arguments and log
+    probabilities are concatenated per choice; roles, ids, tool names and usage are set, so
+    servers that repeat them (Ollama, llama.cpp) do not get `assistantassistant`.
+
+    ```python
+    from chatlib import ChatCompletionAccumulator
+
+    accumulator = ChatCompletionAccumulator()
+    for piece in ["Hel", "lo"]:
+        accumulator.add({"id": "c1", "choices": [{"index": 0, "delta": {"content": piece}}]})
+    assert accumulator.result().text == "Hello"
+    ```
+    """
 
     def __init__(self) -> None:
         self._choices: dict[int, _ChoiceState] = {}
         self._header: dict[str, Any] = {}
         self._usage: ChatCompletionUsage | None = None
 
-    def add(self, chunk: CreateChatCompletionChunk) -> None:
-        """Fold one chunk in.
+    def add(self, chunk: CreateChatCompletionChunk | Mapping[str, Any] | Any) -> None:
+        """Merge one chunk in: a `CreateChatCompletionChunk`, its JSON as a dict, or a chunk
+        object of another library that has `model_dump()` (the official SDK's).
+
+        A chunk is merged whole or not at all.
 
         Raises:
-            ModelShapeError: a value the merge needs has the wrong type (e.g. a number as
-                `delta.content`); the core reports it as `APIResponseValidationError`.
+            APIResponseValidationError: the chunk does not have the shape of a chunk, or a
+                value the merge needs has the wrong type (e.g. a number as `delta.content`);
+                the chunk is in `.body`, and nothing of it was merged.
         """
+        if not isinstance(chunk, CreateChatCompletionChunk):
+            chunk = _as_chunk(chunk)
+        try:
+            _check(chunk)
+        except ModelShapeError as exc:
+            raise _shape_error(
+                f"a stream chunk has a value of the wrong type: {exc}", chunk
+            ) from None
+        self._add(chunk)
+
+    def _add(self, chunk: CreateChatCompletionChunk) -> None:
         header = self._header
         for name in ("id", "created", "model", "system_fingerprint", "service_tier"):
             value = getattr(chunk, name)
@@ -121,40 +160,44 @@ class ChatCompletionAccumulator:
             if isinstance(groq, dict) and isinstance(groq.get("usage"), dict):
                 self._usage = ChatCompletionUsage.from_dict(groq["usage"])
         for choice in chunk.choices:
-            index = _index(choice.index, "choices[].index")
+            index = choice.index or 0  # some servers leave it out when there is one choice
             state = self._choices.get(index)
             if state is None:
                 state = self._choices[index] = _ChoiceState()
             if choice.finish_reason is not None:
                 state.finish_reason = choice.finish_reason
-            if choice.logprobs is not None and choice.logprobs.content:
-                if state.logprobs is None:
-                    state.logprobs = []
-                state.logprobs.extend(choice.logprobs.content)
+            logprobs = choice.logprobs
+            if logprobs is not None:
+                if logprobs.content:
+                    if state.logprobs is None:
+                        state.logprobs = []
+                    state.logprobs.extend(logprobs.content)
+                if logprobs.refusal:
+                    if state.refusal_logprobs is None:
+                        state.refusal_logprobs = []
+                    state.refusal_logprobs.extend(logprobs.refusal)
             delta = choice.delta
             if delta is None:
                 continue
             if delta.role is not None:
                 state.role = delta.role
-            content = _text(delta.content, "delta.content")
+            content = delta.content
             if content is not None:
                 state.content_seen = True
                 if content:
                     state.content.append(content)
-            refusal = _text(delta.refusal, "delta.refusal")
-            if refusal:
-                state.refusal.append(refusal)
+            if delta.refusal:
+                state.refusal.append(delta.refusal)
             if delta.tool_calls:
                 _add_tool_calls(state, delta.tool_calls)
-            if delta.function_call is not None:
-                function_name = _text(delta.function_call.name, "delta.function_call.name")
-                if function_name:
-                    state.function_name = function_name
+            function_call = delta.function_call
+            if function_call is not None:
+                if function_call.name:
+                    state.function_name = function_call.name
                 if state.function_args is None:
                     state.function_args = []
-                arguments = _text(delta.function_call.arguments, "delta.function_call.arguments")
-                if arguments:
-                    state.function_args.append(arguments)
+                if function_call.arguments:
+                    state.function_args.append(function_call.arguments)
             if delta.audio is not None:
                 _add_audio(state, delta.audio)
             for key, value in delta.extra.items():
@@ -182,30 +225,26 @@ class ChatCompletionAccumulator:
 
 def _add_tool_calls(state: _ChoiceState, fragments: list[Any]) -> None:
     for fragment in fragments:
-        index = _index(fragment.index, "delta.tool_calls[].index")
+        index = fragment.index or 0
         call = state.tool_calls.get(index)
         if call is None:
             call = state.tool_calls[index] = _ToolCallState()
         if fragment.id:
-            call.id = _text(fragment.id, "delta.tool_calls[].id")
+            call.id = fragment.id
         if fragment.type:
-            call.type = _text(fragment.type, "delta.tool_calls[].type")
+            call.type = fragment.type
         function = fragment.function
         if function is not None:
-            name = _text(function.name, "delta.tool_calls[].function.name")
-            if name:
-                call.name = name  # set, never concatenated (llama.cpp repeats it)
-            arguments = _text(function.arguments, "delta.tool_calls[].function.arguments")
-            if arguments:
-                call.arguments.append(arguments)
+            if function.name:
+                call.name = function.name  # set, never concatenated (llama.cpp repeats it)
+            if function.arguments:
+                call.arguments.append(function.arguments)
         custom = fragment.custom
         if isinstance(custom, dict):
-            name = _text(custom.get("name"), "delta.tool_calls[].custom.name")
-            if name:
-                call.name = name
-            piece = _text(custom.get("input"), "delta.tool_calls[].custom.input")
-            if piece:
-                call.custom_input.append(piece)
+            if custom.get("name"):
+                call.name = custom["name"]
+            if custom.get("input"):
+                call.custom_input.append(custom["input"])
 
 
 def _add_audio(state: _ChoiceState, audio: ChatCompletionAudio) -> None:
@@ -214,15 +253,86 @@ def _add_audio(state: _ChoiceState, audio: ChatCompletionAudio) -> None:
         state.audio = _AudioState()
     merged = state.audio
     if audio.id:
-        merged.id = _text(audio.id, "delta.audio.id")
+        merged.id = audio.id
     if audio.expires_at is not None:
         merged.expires_at = audio.expires_at
-    data = _text(audio.data, "delta.audio.data")
-    if data:
-        merged.data.append(data)
-    transcript = _text(audio.transcript, "delta.audio.transcript")
-    if transcript:
-        merged.transcript.append(transcript)
+    if audio.data:
+        merged.data.append(audio.data)
+    if audio.transcript:
+        merged.transcript.append(audio.transcript)
+
+
+# ---------------------------------------------------------------- checked before merging
+
+
+def _check(chunk: CreateChatCompletionChunk) -> None:
+    """Raise `ModelShapeError` for a value the merge needs that has the wrong type, before
+    anything is merged: a chunk goes in whole or not at all."""
+    for choice in chunk.choices:
+        _index(choice.index, "choices[].index")
+        delta = choice.delta
+        if delta is None:
+            continue
+        _text(delta.content, "delta.content")
+        _text(delta.refusal, "delta.refusal")
+        for fragment in delta.tool_calls or ():
+            _index(fragment.index, "delta.tool_calls[].index")
+            _text(fragment.id or None, "delta.tool_calls[].id")
+            _text(fragment.type or None, "delta.tool_calls[].type")
+            function = fragment.function
+            if function is not None:
+                _text(function.name, "delta.tool_calls[].function.name")
+                _text(function.arguments, "delta.tool_calls[].function.arguments")
+            custom = fragment.custom
+            if isinstance(custom, dict):
+                _text(custom.get("name"), "delta.tool_calls[].custom.name")
+                _text(custom.get("input"), "delta.tool_calls[].custom.input")
+        if delta.function_call is not None:
+            _text(delta.function_call.name, "delta.function_call.name")
+            _text(delta.function_call.arguments, "delta.function_call.arguments")
+        audio = delta.audio
+        if audio is not None:
+            _text(audio.id or None, "delta.audio.id")
+            _text(audio.data, "delta.audio.data")
+            _text(audio.transcript, "delta.audio.transcript")
+
+
+_structure_chunk = converter.get_structure_hook(CreateChatCompletionChunk)
+
+
+def _as_chunk(data: Any) -> CreateChatCompletionChunk:
+    """A chunk given as JSON data or as another library's model object, as ours."""
+    dump = getattr(data, "model_dump", None)
+    if callable(dump) and not isinstance(data, Mapping):
+        try:
+            data = dump(mode="json", exclude_unset=True)
+        except TypeError:
+            data = dump()
+    if not isinstance(data, Mapping):
+        raise APIResponseValidationError(
+            f"expected a chunk (a CreateChatCompletionChunk or its JSON), got {type(data).__name__}"
+        )
+    try:
+        chunk: CreateChatCompletionChunk = _structure_chunk(data, None)
+    except (ModelShapeError, TypeError, ValueError, AttributeError) as exc:
+        raise APIResponseValidationError(
+            f"a stream frame does not have the shape of a chunk: {exc}",
+            raw_body=_json_bytes(data),
+            body=data,
+        ) from None
+    return chunk
+
+
+def _json_bytes(data: Any) -> bytes:
+    try:
+        return json.dumps(data, ensure_ascii=False, default=repr).encode("utf-8")
+    except (TypeError, ValueError):
+        return repr(data).encode("utf-8")
+
+
+def _shape_error(message: str, chunk: CreateChatCompletionChunk) -> APIResponseValidationError:
+    body = chunk.to_dict()
+    return APIResponseValidationError(message, raw_body=_json_bytes(body), body=body)
 
 
 def _build_choice(index: int, state: _ChoiceState) -> ChatCompletionChoice:
@@ -271,6 +381,8 @@ def _build_choice(index: int, state: _ChoiceState) -> ChatCompletionChoice:
     if state.extra_text:
         message.extra = {key: "".join(parts) for key, parts in state.extra_text.items()}
     choice = ChatCompletionChoice(index=index, message=message, finish_reason=state.finish_reason)
-    if state.logprobs is not None:
+    if state.logprobs is not None or state.refusal_logprobs is not None:
         choice.logprobs = ChoiceLogprobs(content=state.logprobs)
+        if state.refusal_logprobs is not None:
+            choice.logprobs.refusal = state.refusal_logprobs
     return choice

@@ -11,7 +11,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from types import TracebackType
-from typing import Any, Literal, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from typing_extensions import Self, Unpack
 
@@ -31,6 +31,9 @@ from chatlib.models import (
     CreateChatCompletionRequest,
     CreateChatCompletionResponse,
 )
+
+if TYPE_CHECKING:
+    from chatlib._events import ChatCompletionStreamEvent  # loaded when `events()` first runs
 
 __all__ = ["AsyncChat", "AsyncChatStream"]
 
@@ -120,10 +123,41 @@ class AsyncChatStream(StreamBase[AsyncResponse], AsyncIterator[CreateChatComplet
                 raise StopAsyncIteration
             try:
                 state.advance(await anext(self._body, None))
-            except BaseException:
+            except BaseException as exc:
                 await self.aclose()
+                state.failed(exc)
                 raise
         return state.take()
+
+    async def events(self) -> AsyncIterator[ChatCompletionStreamEvent]:
+        """The stream as typed events, in the official SDK's order: `chunk`,
+        `content.delta`/`.done`, `refusal.delta`/`.done`,
+        `tool_calls.function.arguments.delta`/`.done`, `logprobs.content.delta`/`.done`...
+        (see the stream events page): `async for event in stream.events()`. Call it before
+        reading any chunk; chunks read directly afterwards still make their events, handed
+        out by the next iteration.
+
+        Raises:
+            RuntimeError: chunks were read before the first call: events describe the
+                whole stream.
+        """
+        await self._start()
+        state = self._state
+        if state is None:
+            return  # closed before it started
+        state.start_events()
+        while True:
+            while state.event_queue:
+                yield state.event_queue.popleft()
+            if await anext(self, None) is None:
+                return
+
+    async def until_done(self) -> Self:
+        """Read the rest of the stream; returns the stream
+        (`(await stream.until_done()).accumulated`)."""
+        async for _ in self:
+            pass
+        return self
 
     @property
     def text_stream(self) -> AsyncIterator[str]:
@@ -133,9 +167,7 @@ class AsyncChatStream(StreamBase[AsyncResponse], AsyncIterator[CreateChatComplet
 
     async def get_final_completion(self) -> CreateChatCompletionResponse:
         """Read the rest of the stream and return the whole completion."""
-        async for _ in self:
-            pass
-        return self.accumulated
+        return (await self.until_done()).accumulated
 
     async def aclose(self) -> None:
         """Release the connection; reading the little that follows `[DONE]` lets it be reused."""

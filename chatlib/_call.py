@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 
@@ -25,6 +25,9 @@ from chatlib._validate import check_param_names
 from chatlib.errors import InvalidArgumentError
 from chatlib.models import ChatMessage, CreateChatCompletionRequest, CreateChatCompletionResponse
 
+if TYPE_CHECKING:
+    from chatlib._events import EventOptions
+
 __all__ = ["Call", "plan_call"]
 
 _T = TypeVar("_T")
@@ -35,12 +38,16 @@ class Call:
     """A call ready to run: its request, whether it streams, and the settings it runs under.
 
     One per call: its flow fixes the total deadline, which the stream it opens then keeps to.
+    What the events of the stream it opens parse (`stream.events()`) follows `request`, or
+    `event_options` when set (the hook for typed parsing).
     """
 
     http_request: HttpRequest
     stream: bool
     config: ClientConfig
     deadline: float | None = None
+    request: CreateChatCompletionRequest | None = None
+    event_options: EventOptions | None = None
 
     def completion_flow(
         self,
@@ -95,7 +102,12 @@ class Call:
             require_done=self.config.require_done,
         )
         return StreamState(
-            parser, deadline=self.deadline, clock=clock, response_headers=response_headers
+            parser,
+            deadline=self.deadline,
+            clock=clock,
+            response_headers=response_headers,
+            request=self.request,
+            event_options=self.event_options,
         )
 
 
@@ -158,4 +170,9 @@ def plan_call(
         timeout=None if timeout is None else Timeout.of(timeout),
         idempotency_key=idempotency_key,
     )
-    return Call(http_request=http_request, stream=streaming, config=config)
+    return Call(
+        http_request=http_request,
+        stream=streaming,
+        config=config,
+        request=request if streaming else None,
+    )

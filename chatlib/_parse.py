@@ -259,14 +259,9 @@ def fold_chunk(
     request_id: str | None,
 ) -> None:
     """Merge `chunk` into `accumulator`; a value of the wrong type is the server's fault,
-    raised as `APIResponseValidationError` with the chunk as its body."""
+    raised as `APIResponseValidationError` with the chunk as its body and the request id."""
     try:
         accumulator.add(chunk)
-    except ModelShapeError as exc:
-        body = chunk.to_dict()
-        raise APIResponseValidationError(
-            f"a stream chunk has a value of the wrong type: {exc}",
-            raw_body=json.dumps(body, ensure_ascii=False).encode("utf-8"),
-            body=body,
-            request_id=request_id,
-        ) from None
+    except APIResponseValidationError as exc:
+        exc.request_id = request_id
+        raise

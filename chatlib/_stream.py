@@ -1,21 +1,30 @@
 """What a stream object is, minus its I/O: shared by `ChatStream` and `AsyncChatStream`.
 
 `StreamState` takes the body's bytes and hands out chunks, merging each one it hands out
-into `accumulated`; `StreamBase` is the half of both stream classes that reads no bytes:
-their properties, their `repr`, the rule for ending a finished stream so its connection can
-be reused, and the release of a stream dropped without being closed.
+into `accumulated` (and, once `events()` was asked for, turning it into events); when the
+stream fails, the error it raises carries what had arrived (`.partial`). `StreamBase` is the
+half of both stream classes that reads no bytes: their properties, their `repr`, the rule for
+ending a finished stream so its connection can be reused, and the release of a stream
+dropped without being closed.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Mapping
-from typing import Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from chatlib._accumulate import ChatCompletionAccumulator
 from chatlib._parse import ChunkParser, fold_chunk
-from chatlib.errors import ChatLibError, deadline_exceeded
-from chatlib.models import CreateChatCompletionChunk, CreateChatCompletionResponse
+from chatlib.errors import APIError, ChatLibError, deadline_exceeded
+from chatlib.models import (
+    CreateChatCompletionChunk,
+    CreateChatCompletionRequest,
+    CreateChatCompletionResponse,
+)
+
+if TYPE_CHECKING:  # loaded on first use of `events()`: most streams never need it
+    from chatlib._events import ChatCompletionStreamEvent, EventOptions, StreamEvents
 
 __all__ = ["DRAIN_BYTES", "DRAIN_SECONDS", "Drain", "StreamBase", "StreamState"]
 
@@ -41,13 +50,24 @@ class Drain:
 
 class StreamState:
     """Everything a stream object knows, minus its I/O: the parser, the queue of chunks not
-    yet handed out, the total deadline. The sync and async streams only move bytes into it."""
+    yet handed out, the total deadline, the merged completion and the events machine. The
+    sync and async streams only move bytes into it.
+
+    Every error it raises, and every error the stream reports through `failed`, carries
+    `.partial`: the completion merged from the chunks handed out before the failure (`None`
+    when there were none).
+    """
 
     __slots__ = (
         "_accumulator",
         "_clock",
         "_deadline",
+        "_event_options",
+        "_events",
         "_failure",
+        "_request",
+        "_taken",
+        "event_queue",
         "finished",
         "parser",
         "pending",
@@ -61,6 +81,8 @@ class StreamState:
         deadline: float | None,
         clock: Callable[[], float],
         response_headers: Mapping[str, str],
+        request: CreateChatCompletionRequest | None = None,
+        event_options: EventOptions | None = None,
     ) -> None:
         self.parser = parser
         self.pending: deque[CreateChatCompletionChunk] = deque()
@@ -70,15 +92,21 @@ class StreamState:
         self._deadline = deadline  # the call's, fixed when it started: retries count too
         self._accumulator = ChatCompletionAccumulator()
         self._failure: ChatLibError | None = None
+        self._taken = 0
+        self._request = request
+        self._event_options = event_options
+        self._events: StreamEvents | None = None
+        self.event_queue: deque[ChatCompletionStreamEvent] = deque()  # made, not handed out
 
     def on_bytes(self, data: bytes) -> None:
         """Feed body bytes; raises for a broken stream or a passed deadline."""
         if self._deadline is not None and self._clock() > self._deadline:
-            raise deadline_exceeded()
+            raise self.failed(deadline_exceeded())
         try:
             self.parser.feed_into(data, self.pending)
         except ChatLibError as exc:
             if not self.pending:
+                self.failed(exc)
                 raise
             self._failure = exc  # raised once the chunks that came before it are handed out
             self.finished = True
@@ -97,18 +125,58 @@ class StreamState:
         """Raise the failure that was held back behind chunks already handed out, if any."""
         if self._failure is not None:
             failure, self._failure = self._failure, None
-            raise failure
+            raise self.failed(failure)
 
     def take(self) -> CreateChatCompletionChunk:
-        """The next pending chunk, folded into `accumulated` as it is handed out."""
+        """The next pending chunk, folded into `accumulated` (and into events, once they
+        were asked for) as it is handed out."""
         chunk = self.pending.popleft()
-        fold_chunk(self._accumulator, chunk, self.parser.request_id)
+        try:
+            fold_chunk(self._accumulator, chunk, self.parser.request_id)
+        except ChatLibError as exc:
+            self.failed(exc)
+            raise
+        self._taken += 1
+        if self._events is not None:
+            self.event_queue.extend(self._events.on_chunk(chunk))
         return chunk
 
     def on_eof(self) -> None:
         """The body ended; raises if that means the answer is incomplete."""
-        self.pending.extend(self.parser.finish())
+        try:
+            self.pending.extend(self.parser.finish())
+        except ChatLibError as exc:
+            self.failed(exc)
+            raise
         self.finished = True
+
+    def failed(self, exc: BaseException) -> BaseException:
+        """Give `exc`, the error that ends the stream, what had arrived: `.partial` is the
+        completion merged from the chunks handed out so far (`None` if there were none).
+        Returns `exc`."""
+        if isinstance(exc, APIError) and exc.partial is None and self._taken:
+            exc.partial = self._accumulator.result()
+        return exc
+
+    def start_events(self) -> None:
+        """Turn every chunk handed out from now on into events (in `event_queue`); idempotent.
+
+        Raises:
+            RuntimeError: chunks were handed out already: their events cannot be made.
+        """
+        if self._events is not None:
+            return
+        if self._taken:
+            raise RuntimeError(
+                "stream.events() must be called before any chunk is read: events describe "
+                "the whole stream (the chunks read so far are in stream.accumulated)"
+            )
+        from chatlib._events import EventOptions, StreamEvents
+
+        options = self._event_options
+        if options is None and self._request is not None:
+            options = EventOptions.for_request(self._request)
+        self._events = StreamEvents(options, accumulator=self._accumulator)
 
     @property
     def accumulated(self) -> CreateChatCompletionResponse:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from types import TracebackType
-from typing import Any, Literal, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from typing_extensions import Self, Unpack
 
@@ -30,6 +30,9 @@ from chatlib.models import (
     CreateChatCompletionRequest,
     CreateChatCompletionResponse,
 )
+
+if TYPE_CHECKING:
+    from chatlib._events import ChatCompletionStreamEvent  # loaded when `events()` first runs
 
 __all__ = ["ChatStream", "SyncChat"]
 
@@ -107,10 +110,36 @@ class ChatStream(StreamBase[SyncResponse], Iterator[CreateChatCompletionChunk]):
                 raise StopIteration
             try:
                 state.advance(next(self._body, None))
-            except BaseException:
+            except BaseException as exc:
                 self.close()
+                state.failed(exc)
                 raise
         return state.take()
+
+    def events(self) -> Iterator[ChatCompletionStreamEvent]:
+        """The stream as typed events, in the official SDK's order: `chunk`,
+        `content.delta`/`.done`, `refusal.delta`/`.done`,
+        `tool_calls.function.arguments.delta`/`.done`, `logprobs.content.delta`/`.done`...
+        (see the stream events page). Call it before reading any chunk; chunks read
+        directly afterwards still make their events, handed out by the next iteration.
+
+        Raises:
+            RuntimeError: chunks were read before the first call: events describe the
+                whole stream.
+        """
+        state = self._state
+        state.start_events()
+        while True:
+            while state.event_queue:
+                yield state.event_queue.popleft()
+            if next(self, None) is None:
+                return
+
+    def until_done(self) -> Self:
+        """Read the rest of the stream; returns the stream (`stream.until_done().accumulated`)."""
+        for _ in self:
+            pass
+        return self
 
     @property
     def text_stream(self) -> Iterator[str]:
@@ -119,9 +148,7 @@ class ChatStream(StreamBase[SyncResponse], Iterator[CreateChatCompletionChunk]):
 
     def get_final_completion(self) -> CreateChatCompletionResponse:
         """Read the rest of the stream and return the whole completion."""
-        for _ in self:
-            pass
-        return self.accumulated
+        return self.until_done().accumulated
 
     def close(self) -> None:
         """Release the connection; reading the little that follows `[DONE]` lets it be reused."""

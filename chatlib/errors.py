@@ -11,9 +11,12 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chatlib._headers import header, request_id_of, safe_url
+
+if TYPE_CHECKING:
+    from chatlib.models import CreateChatCompletionResponse
 
 __all__ = [
     "APIConnectionError",
@@ -70,7 +73,13 @@ class APIError(ChatLibError):
         body: as in the official SDK: the `error` member of an `{"error": ...}` body,
             else the parsed JSON body, or the body as text when it is not JSON.
         raw_body: the exact bytes the server sent (empty when nothing arrived).
+        partial: for a stream that failed midway (a dropped connection, a timeout, an error
+            event, a missing `[DONE]`, a malformed frame): the completion merged from every
+            chunk that arrived before the failure; `None` when none had, and for calls that
+            do not stream.
     """
+
+    partial: CreateChatCompletionResponse | None = None
 
     def __init__(
         self,

@@ -681,6 +681,13 @@ def test_fault_matrix(
             case.check(outcome.error)
         if case.chunks is not None:
             assert len(outcome.chunks) == case.chunks
+        # What a failed stream delivered stays on its error; `None` when nothing had come.
+        partial = outcome.error.partial
+        if outcome.chunks:
+            assert partial is not None
+            assert partial.text == outcome.accumulated == "".join(c.text for c in outcome.chunks)
+        else:
+            assert partial is None
     assert attempts == case.attempts
     assert len(retry_waits) == len(case.delays), retry_waits
     for wait, (low, high) in zip(retry_waits, case.delays, strict=True):
