@@ -127,7 +127,11 @@ class AsyncChatStream(StreamBase[AsyncResponse], AsyncIterator[CreateChatComplet
                 await self.aclose()
                 state.failed(exc)
                 raise
-        return state.take()
+        try:
+            return state.take()
+        except BaseException:
+            await self.aclose()  # a chunk the merge refused ends the stream
+            raise
 
     async def events(self) -> AsyncIterator[ChatCompletionStreamEvent]:
         """The stream as typed events, in the official SDK's order: `chunk`,

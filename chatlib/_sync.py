@@ -114,7 +114,11 @@ class ChatStream(StreamBase[SyncResponse], Iterator[CreateChatCompletionChunk]):
                 self.close()
                 state.failed(exc)
                 raise
-        return state.take()
+        try:
+            return state.take()
+        except BaseException:
+            self.close()  # a chunk the merge refused ends the stream
+            raise
 
     def events(self) -> Iterator[ChatCompletionStreamEvent]:
         """The stream as typed events, in the official SDK's order: `chunk`,

@@ -173,6 +173,18 @@ def test_the_error_of_a_failed_stream_carries_what_arrived(
         assert delivered == (2 if name == "LocalServer's InStreamError" else 3)
 
 
+def test_a_chunk_the_merge_refuses_ends_the_stream_and_frees_its_connection(
+    facade: Any, server: LocalServer
+) -> None:
+    server.enqueue(FAILURES["a chunk with a number as content"][0]())
+    client = facade.client(base_url=server.base_url, max_retries=0, timeout=FAST)
+    stream = client.stream(model="m", messages=USER)
+    with pytest.raises(APIResponseValidationError):
+        stream.collect()
+    assert repr(stream.raw).startswith(f"<{type(stream.raw).__name__} closed")
+    assert stream.next() is None  # nothing more is handed out
+
+
 def test_a_total_deadline_mid_stream_keeps_what_arrived(facade: Any, server: LocalServer) -> None:
     server.enqueue(Stall(5, stage="mid_stream", after=b"".join(TOOL_HEAD)))
     error, accumulated, _ = read(
