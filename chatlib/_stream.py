@@ -10,12 +10,15 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Mapping
-from typing import Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from chatlib._accumulate import ChatCompletionAccumulator
 from chatlib._parse import ChunkParser, fold_chunk
 from chatlib.errors import ChatLibError, deadline_exceeded
 from chatlib.models import CreateChatCompletionChunk, CreateChatCompletionResponse
+
+if TYPE_CHECKING:
+    from chatlib._structured import OutputPlan
 
 __all__ = ["DRAIN_BYTES", "DRAIN_SECONDS", "Drain", "StreamBase", "StreamState"]
 
@@ -49,6 +52,7 @@ class StreamState:
         "_deadline",
         "_failure",
         "finished",
+        "outputs",
         "parser",
         "pending",
         "response_headers",
@@ -61,8 +65,10 @@ class StreamState:
         deadline: float | None,
         clock: Callable[[], float],
         response_headers: Mapping[str, str],
+        outputs: OutputPlan | None = None,
     ) -> None:
         self.parser = parser
+        self.outputs = outputs  # how to parse the final completion, when types were asked for
         self.pending: deque[CreateChatCompletionChunk] = deque()
         self.finished = False
         self.response_headers = response_headers
@@ -115,6 +121,12 @@ class StreamState:
         """The chunks handed out so far, merged into one completion."""
         return self._accumulator.result()
 
+    def final_completion(self) -> CreateChatCompletionResponse:
+        """The whole completion of a finished stream, parsed into the types the call asked
+        for (`message.parsed`, `parsed_arguments`); raises what `OutputPlan.apply` raises."""
+        completion = self._accumulator.result()
+        return completion if self.outputs is None else self.outputs.apply(completion)
+
 
 # ---------------------------------------------------------------- one call, start to stream
 
@@ -151,6 +163,12 @@ class StreamBase(Generic[_R]):
         if self._state is None:
             return CreateChatCompletionResponse(choices=[])
         return self._state.accumulated
+
+    def _final_completion(self) -> CreateChatCompletionResponse:
+        """What `get_final_completion` returns once the stream is read to its end."""
+        if self._state is None:
+            return CreateChatCompletionResponse(choices=[])
+        return self._state.final_completion()
 
     def _ended_cleanly(self) -> bool:
         """Whether `[DONE]` arrived: the little that follows it is read (`Drain`), so the
