@@ -18,19 +18,17 @@ import attrs
 
 from chatlib._model_base import Model
 from chatlib._schema import (
-    Mismatch,
     SchemaError,
     describe_type,
     field_name,
-    load_checked,
     path_text,
     require_object_root,
     schema_of,
     strict_schema,
-    structure,
     unwrap,
 )
 from chatlib._tools import ToolSpec, as_tools
+from chatlib._typed_json import Mismatch, load_checked, structure
 from chatlib.errors import (
     ContentFilterFinishReasonError,
     InvalidArgumentError,

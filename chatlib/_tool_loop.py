@@ -23,9 +23,9 @@ from typing import Any, Literal, Union
 import attrs
 
 from chatlib._call import Call
-from chatlib._schema import Mismatch
 from chatlib._structured import OutputPlan
 from chatlib._tools import FunctionTool, ToolSpec, as_tools, format_result
+from chatlib._typed_json import Mismatch
 from chatlib.errors import InvalidArgumentError, ToolCallError, ToolLoopLimitError
 from chatlib.models import (
     ChatCompletionMessageToolCall,

@@ -26,22 +26,19 @@ from chatlib._docstrings import parse_docstring
 from chatlib._model_base import Model
 from chatlib._schema import (
     ClassField,
-    Mismatch,
     SchemaError,
-    check,
     class_summary,
     describe_type,
     field_name,
     fields_schema,
     is_class_type,
     is_pydantic_like,
-    load_checked,
     require_object_root,
     schema_of,
-    structure,
     takes_none,
     unwrap,
 )
+from chatlib._typed_json import Mismatch, check, load_checked, structure
 from chatlib.errors import InvalidArgumentError
 
 __all__ = [
@@ -99,11 +96,11 @@ class ToolSpec:
         data = load_checked(arguments if arguments.strip() else "{}", None)
         if not isinstance(data, dict):
             raise Mismatch((), f"expected a JSON object, got {type(data).__name__}")
-        if self.strict:
+        missing = {p.name for p in self.params if p.optional and p.name not in data}
+        if self.strict and missing:
             # An argument with a default that the model left out (a server that does not
             # enforce strict mode) means the default, as null does.
-            missing = [p.name for p in self.params if p.optional and p.name not in data]
-            data = {**data, **dict.fromkeys(missing)} if missing else data
+            data = {**data, **dict.fromkeys(missing)}
         problem = check(self.parameters, data)
         if problem is not None:
             raise Mismatch(problem.path, problem.reason)
@@ -115,8 +112,10 @@ class ToolSpec:
             converted: dict[str, Any] = {}
             for param in self.params:
                 value = data.get(param.name, _ABSENT)
-                if value is _ABSENT or (
-                    value is None and param.optional and not takes_none(param.type)
+                if (
+                    value is _ABSENT
+                    or param.name in missing
+                    or (value is None and param.optional and not takes_none(param.type))
                 ):
                     continue  # left out (or null in strict mode): the default applies
                 converted[param.name] = structure(value, param.type, strict=self.strict)
