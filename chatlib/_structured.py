@@ -10,6 +10,7 @@ Both facades (and their streams, for the final completion) call it; neither hold
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -208,9 +209,13 @@ def _type_format(tp: Any) -> tuple[dict[str, Any], ContentTarget]:
         require_object_root(schema, tp)
     except SchemaError as exc:
         raise InvalidArgumentError(field_name("response_format", exc.path), exc.reason) from None
-    wire = {
+    wire = {  # a copy: the cached schema stays out of reach of whoever holds the request
         "type": "json_schema",
-        "json_schema": {"name": _schema_name(label), "schema": schema, "strict": True},
+        "json_schema": {
+            "name": _schema_name(label),
+            "schema": copy.deepcopy(schema),
+            "strict": True,
+        },
     }
     return wire, ContentTarget(label, schema, tp, strict=True)
 

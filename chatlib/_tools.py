@@ -9,6 +9,7 @@ the annotated types (`function.parsed_arguments`) and call it.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import datetime
 import enum
@@ -312,7 +313,7 @@ def function_tool(
     function: dict[str, Any] = {"name": tool_name}
     if text:
         function["description"] = text
-    function["parameters"] = parameters
+    function["parameters"] = copy.deepcopy(parameters)  # the spec keeps the cached one
     if strict:
         function["strict"] = True
     spec = ToolSpec(tool_name, parameters, strict, fn, params)

@@ -20,6 +20,7 @@ from chatlib import (
     OutputValidationError,
     RefusalError,
     StructuredOutputError,
+    json_schema,
 )
 from chatlib.testing import LocalServer, Reply
 from tests.conftest import FacadeDriver, assert_strict_schema
@@ -82,7 +83,15 @@ def test_parse_sends_the_strict_schema_and_returns_the_instance(
     assert sent["type"] == "json_schema"
     assert sent["json_schema"]["name"] == "Person"
     assert sent["json_schema"]["strict"] is True
-    assert_strict_schema(sent["json_schema"]["schema"])
+    schema = sent["json_schema"]["schema"]
+    assert schema == json_schema(Person)
+    assert_strict_schema(schema)
+    assert schema["properties"]["kind"] == {"type": "string", "enum": ["human", "robot"]}
+    assert schema["properties"]["address"] == {
+        "anyOf": [{"$ref": "#/$defs/Address"}, {"type": "null"}]
+    }
+    assert schema["properties"]["languages"] == {"type": "array", "items": {"type": "string"}}
+    assert schema["$defs"]["Address"]["required"] == ["city", "zip_code"]
     # `parsed` is the client's: never in the wire data, never in equality
     assert "parsed" not in json.dumps(resp.to_dict())
     clone = type(resp).from_dict(resp.to_dict())

@@ -162,6 +162,26 @@ def test_async_tools_are_awaited_and_run_at_once(server: LocalServer) -> None:
     assert tool_threads and tool_threads[0] != loop_threads[0]  # a sync tool: a worker thread
 
 
+def test_async_results_are_streamed_as_they_arrive(server: LocalServer) -> None:
+    async def wait(seconds: float) -> float:
+        await asyncio.sleep(seconds)
+        return seconds
+
+    async def main() -> list[Any]:
+        calls = [{"name": "wait", "arguments": {"seconds": s}} for s in (0.4, 0.05)]
+        server.enqueue(Reply(tool_calls=calls), Reply("Waited."))
+        async with AsyncChat(base_url=server.base_url, api_key="k") as chat:
+            stream = chat.run_tools_stream(model="m", messages=MESSAGES, tools=[wait])
+            return [event async for event in stream]
+
+    events = asyncio.run(main())
+    arrived = [e.output for e in events if e.type == "tool_result"]
+    assert arrived == [0.05, 0.4]  # the quick one first
+    assert [r.output for r in events[-1].result.tool_results] == [0.4, 0.05]  # call order
+    sent = server.requests[-1].json()["messages"]
+    assert [m["content"] for m in sent[-2:]] == ["0.4", "0.05"]
+
+
 def test_sync_chat_runs_the_calls_in_order(server: LocalServer) -> None:
     order: list[str] = []
 
