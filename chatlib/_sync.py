@@ -321,7 +321,9 @@ class SyncChat(ClientBase[SyncTransport]):
         `function_tool`). A tool that raises, arguments that are not JSON or do not match,
         and an unknown tool name are told to the model as the tool's answer. Calls to a
         tool with no function (a dict, a class) end the loop: they are in
-        `pending_tool_calls` for you to answer. Async tools need `AsyncChat`.
+        `pending_tool_calls` for you to answer. Async tools need `AsyncChat`. Every other
+        keyword argument is the request's (`response_format=T` parses the final answer);
+        `timeout` applies to each model call.
 
         Raises:
             ToolLoopLimitError: The model still asked for tools after `max_rounds` model
