@@ -11,8 +11,17 @@ from chatlib._config import Timeout as Timeout
 from chatlib._events import *
 from chatlib._functions import create_chat_completion as create_chat_completion
 from chatlib._functions import create_chat_completion_stream as create_chat_completion_stream
+from chatlib._schema import json_schema as json_schema
 from chatlib._sync import ChatStream as ChatStream
 from chatlib._sync import SyncChat as SyncChat
+from chatlib._tool_loop import ToolResult as ToolResult
+from chatlib._tool_loop import ToolRunChunk as ToolRunChunk
+from chatlib._tool_loop import ToolRunCompletion as ToolRunCompletion
+from chatlib._tool_loop import ToolRunDone as ToolRunDone
+from chatlib._tool_loop import ToolRunEvent as ToolRunEvent
+from chatlib._tool_loop import ToolRunResult as ToolRunResult
+from chatlib._tools import FunctionTool as FunctionTool
+from chatlib._tools import function_tool as function_tool
 from chatlib.errors import *
 from chatlib.models import ChatCompletionChoice as ChatCompletionChoice
 from chatlib.models import ChatCompletionChunkChoice as ChatCompletionChunkChoice

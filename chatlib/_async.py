@@ -8,8 +8,9 @@ bytes come from a transport (`aiohttp` by default). `_sync.py` is this file with
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
@@ -22,6 +23,16 @@ from chatlib._flow import Flow, ReadBody, Send
 from chatlib._params import with_request_signature
 from chatlib._parse import BodyCollector
 from chatlib._stream import DRAIN_SECONDS, Drain, StreamBase
+from chatlib._tool_loop import (
+    CallModel,
+    Emit,
+    ToolInvocation,
+    ToolLoop,
+    ToolResult,
+    ToolRunDone,
+    ToolRunEvent,
+    ToolRunResult,
+)
 from chatlib._transports.aiohttp import AiohttpTransport, ClientSession
 from chatlib._transports.base import AsyncResponse, AsyncTransport
 from chatlib.errors import APIConnectionError, APIError, BodyTooLargeError
@@ -76,6 +87,22 @@ async def run_flow(flow: Flow[_T], transport: AsyncTransport) -> _T:
         return result
     finally:
         flow.close()
+
+
+async def _run_tool(invocation: ToolInvocation) -> ToolResult:
+    """Run one tool call: an async tool awaited, a sync one in a worker thread."""
+    if invocation.result is not None:
+        return invocation.result
+    try:
+        if invocation.is_async:
+            value = await invocation.call()
+        else:
+            value = await asyncio.to_thread(invocation.call)
+        if inspect.isawaitable(value):
+            value = await value
+    except Exception as exc:
+        return invocation.failed(exc)
+    return invocation.succeeded(value)
 
 
 # ---------------------------------------------------------------- the stream
@@ -171,7 +198,8 @@ class AsyncChatStream(StreamBase[AsyncResponse], AsyncIterator[CreateChatComplet
 
     async def get_final_completion(self) -> CreateChatCompletionResponse:
         """Read the rest of the stream and return the whole completion."""
-        return (await self.until_done()).accumulated
+        await self.until_done()
+        return self._final_completion()
 
     async def aclose(self) -> None:
         """Release the connection; reading the little that follows `[DONE]` lets it be reused."""
@@ -327,6 +355,111 @@ class AsyncChat(ClientBase[AsyncTransport]):
         `async with chat.stream(...) as s`. Invalid arguments raise here, at once."""
         call = self._plan(request, params, stream=None, timeout=timeout, force_stream=True)
         return AsyncChatStream(self, call)
+
+    @with_request_signature(with_stream=False)
+    async def parse(
+        self,
+        request: CreateChatCompletionRequest | None = None,
+        /,
+        *,
+        timeout: TimeoutLike | None = None,
+        **params: Unpack[ChatCompletionParams],
+    ) -> CreateChatCompletionResponse:
+        """Create a chat completion and parse the answer into `response_format` (`await`
+        it); see `SyncChat.parse`.
+
+        Raises:
+            LengthFinishReasonError: The answer was cut off at the token limit.
+            ContentFilterFinishReasonError: The content filter stopped it.
+            RefusalError: The model refused (`.refusal`).
+            OutputValidationError: The answer (or a call's arguments) is not JSON or does
+                not match (`.field` names the first place that fails).
+        """
+        call = self._plan(request, dict(params), stream=False, timeout=timeout, parse=True)
+        return await run_flow(call.completion_flow(), self._transport)
+
+    @with_request_signature(with_stream=False, head=("tools", "max_rounds"))
+    async def run_tools(
+        self,
+        *,
+        tools: Sequence[Any],
+        max_rounds: int = 10,
+        timeout: TimeoutLike | None = None,
+        **params: Any,
+    ) -> ToolRunResult:
+        """Let the model call your functions until it answers (`await` it); see
+        `SyncChat.run_tools`. The calls of one turn run at once: async tools are awaited,
+        sync ones run in worker threads.
+
+        Raises:
+            ToolLoopLimitError: The model still asked for tools after `max_rounds` model
+                calls (it carries the conversation).
+        """
+        loop = self._tool_loop(
+            params,
+            tools=tools,
+            max_rounds=max_rounds,
+            timeout=timeout,
+            stream=False,
+            allow_async=True,
+        )
+        async for event in self._tool_events(loop):
+            if isinstance(event, ToolRunDone):
+                return event.result
+        raise AssertionError("the tool loop ended without a result")  # pragma: no cover
+
+    @with_request_signature(with_stream=False, head=("tools", "max_rounds"))
+    def run_tools_stream(
+        self,
+        *,
+        tools: Sequence[Any],
+        max_rounds: int = 10,
+        timeout: TimeoutLike | None = None,
+        **params: Any,
+    ) -> AsyncIterator[ToolRunEvent]:
+        """`run_tools`, streamed (not awaited: `async for event in achat.run_tools_stream(...)`);
+        see `SyncChat.run_tools_stream`. Bad arguments raise here, at once."""
+        loop = self._tool_loop(
+            params,
+            tools=tools,
+            max_rounds=max_rounds,
+            timeout=timeout,
+            stream=True,
+            allow_async=True,
+        )
+        return self._tool_events(loop)
+
+    async def _tool_events(self, loop: ToolLoop) -> AsyncIterator[ToolRunEvent]:
+        """Drive a core tool loop (`_tool_loop.py`) with asyncio I/O, handing out its events."""
+        outcome: Any = None
+        try:
+            while True:
+                try:
+                    command = loop.send(outcome)
+                except StopIteration:
+                    return
+                outcome = None
+                if isinstance(command, Emit):
+                    yield command.event
+                elif isinstance(command, CallModel):
+                    if command.call.stream:
+                        async with AsyncChatStream(self, command.call) as stream:
+                            async for chunk in stream:
+                                yield command.chunk_event(chunk)
+                            outcome = await stream.get_final_completion()
+                    else:
+                        outcome = await run_flow(command.call.completion_flow(), self._transport)
+                else:
+                    tasks = [asyncio.ensure_future(_run_tool(i)) for i in command.invocations]
+                    try:
+                        for arrived in asyncio.as_completed(tasks):
+                            yield await arrived
+                    finally:
+                        for task in tasks:
+                            task.cancel()
+                    outcome = [task.result() for task in tasks]
+        finally:
+            loop.close()
 
     async def aclose(self) -> None:
         """Close the connection pool (a transport or session you passed in stays open)."""

@@ -21,6 +21,7 @@ from chatlib._parse import ChunkParser, parse_completion
 from chatlib._request import HttpRequest, build_request
 from chatlib._retry import RetryPolicy
 from chatlib._stream import StreamState
+from chatlib._structured import OutputPlan, prepare_outputs
 from chatlib._validate import check_param_names
 from chatlib.errors import InvalidArgumentError
 from chatlib.models import ChatMessage, CreateChatCompletionRequest, CreateChatCompletionResponse
@@ -48,6 +49,7 @@ class Call:
     deadline: float | None = None
     request: CreateChatCompletionRequest | None = None
     event_options: EventOptions | None = None
+    outputs: OutputPlan | None = None  # how to parse a typed answer (`parse`, typed tools)
 
     def completion_flow(
         self,
@@ -56,10 +58,12 @@ class Call:
         wall_clock: Callable[[], float] = time.time,
         rand: Callable[[], float] = random.random,
     ) -> Flow[CreateChatCompletionResponse]:
-        """The flow of a non-streamed call: it returns the parsed completion. Tests pass
-        their own clocks and randomness."""
+        """The flow of a non-streamed call: it returns the parsed completion (with `parsed`
+        and `parsed_arguments` filled when the call asked for types). Tests pass their own
+        clocks and randomness."""
         finish = parse_body(parse_completion, self.config.max_body_bytes)
-        return self._flow(finish, clock, wall_clock, rand)
+        flow = self._flow(finish, clock, wall_clock, rand)
+        return flow if self.outputs is None else _then_apply(flow, self.outputs)
 
     def stream_flow(
         self,
@@ -108,7 +112,15 @@ class Call:
             response_headers=response_headers,
             request=self.request,
             event_options=self.event_options,
+            outputs=self.outputs,
         )
+
+
+def _then_apply(
+    flow: Flow[CreateChatCompletionResponse], outputs: OutputPlan
+) -> Flow[CreateChatCompletionResponse]:
+    completion = yield from flow
+    return outputs.apply(completion)
 
 
 def _foreign_message(message: Any) -> Any:
@@ -132,8 +144,12 @@ def plan_call(
     force_stream: bool = False,
     timeout: TimeoutLike | None = None,
     idempotency_key: str | None = None,
+    parse: bool = False,
 ) -> Call:
-    """Everything `create`/`stream` do before I/O: gather arguments, validate, build."""
+    """Everything `create`/`stream`/`parse` do before I/O: gather arguments, turn typed
+    `response_format` and `tools` into what is sent (`prepare_outputs`), validate, build.
+    `parse=True` (`chat.parse`) also parses dict response formats and strict dict tools."""
+    outputs: OutputPlan | None = None
     if request is not None:
         if params:
             raise InvalidArgumentError(
@@ -145,6 +161,15 @@ def plan_call(
             )
         if stream is not None and not force_stream:
             request = request.replace(stream=stream)
+        if parse or request.response_format is not None or request.tools is not None:
+            response_format, tools, outputs = prepare_outputs(
+                request.response_format, request.tools, parse=parse
+            )
+            if outputs is not None:
+                changes = {"response_format": response_format, "tools": tools}
+                request = request.replace(
+                    **{k: v for k, v in changes.items() if k in request.fields_set}
+                )
     else:
         check_param_names(list(params))
         for required in ("model", "messages"):
@@ -161,6 +186,14 @@ def plan_call(
             params["messages"] = [_foreign_message(m) for m in messages]
         if stream is not None and not force_stream:
             params["stream"] = stream
+        if parse or "response_format" in params or "tools" in params:
+            response_format, tools, outputs = prepare_outputs(
+                params.get("response_format"), params.get("tools"), parse=parse
+            )
+            if outputs is not None:
+                for key, value in (("response_format", response_format), ("tools", tools)):
+                    if key in params:
+                        params[key] = value
         request = CreateChatCompletionRequest(**params)
     streaming = force_stream or request.stream is True
     http_request = build_request(
@@ -175,4 +208,5 @@ def plan_call(
         stream=streaming,
         config=config,
         request=request if streaming else None,
+        outputs=outputs,
     )

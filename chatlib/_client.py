@@ -13,6 +13,7 @@ from typing_extensions import Self, Unpack
 from chatlib._call import Call, plan_call
 from chatlib._config import ClientConfig, ClientSettings, TimeoutLike, client_repr
 from chatlib._params import document_settings, spell_out_settings
+from chatlib._tool_loop import ToolLoop, prepare_tool_run, tool_loop
 from chatlib.models import CreateChatCompletionRequest
 
 __all__ = ["ClientBase"]
@@ -73,6 +74,7 @@ class ClientBase(Generic[_Transport]):
         stream: bool | None,
         timeout: TimeoutLike | None,
         force_stream: bool = False,
+        parse: bool = False,
     ) -> Call:
         """Everything a call needs before I/O, with one idempotency key for all attempts."""
         return plan_call(
@@ -83,7 +85,28 @@ class ClientBase(Generic[_Transport]):
             force_stream=force_stream,
             timeout=timeout,
             idempotency_key=f"chatlib-{uuid.uuid4()}",
+            parse=parse,
         )
+
+    def _tool_loop(
+        self,
+        params: dict[str, Any],
+        *,
+        tools: Any,
+        max_rounds: Any,
+        timeout: TimeoutLike | None,
+        stream: bool,
+        allow_async: bool,
+    ) -> ToolLoop:
+        """The core tool loop for `run_tools`/`run_tools_stream`, its arguments checked and
+        its first call planned now, so that bad arguments raise before anything is sent."""
+        setup = prepare_tool_run(params, tools, max_rounds=max_rounds, allow_async=allow_async)
+
+        def plan(messages: list[Any]) -> Call:
+            round_params = {**setup.params, "messages": messages, "tools": setup.tools}
+            return self._plan(None, round_params, stream=None, timeout=timeout, force_stream=stream)
+
+        return tool_loop(setup, plan, first=plan(setup.messages))
 
     def with_options(self, **changes: Unpack[ClientSettings]) -> Self:
         """A copy with other settings that shares this client's connection pool (closing

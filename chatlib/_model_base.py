@@ -17,7 +17,7 @@ from typing import Any, ClassVar, TypeVar
 import attrs
 from typing_extensions import dataclass_transform
 
-__all__ = ["EMPTY_EXTRA", "Model", "OpenEnum", "model"]
+__all__ = ["EMPTY_EXTRA", "LOCAL", "Model", "OpenEnum", "is_local", "local_field", "model"]
 
 
 class _EmptyExtra(Mapping[str, Any]):
@@ -86,6 +86,23 @@ class OpenEnum(str, enum.Enum):
 
 _TAIL = frozenset({"extra", "_fields_set"})
 
+LOCAL = "chatlib_local"
+"""The attrs metadata key of a client-side field: never sent, never parsed, never compared."""
+
+
+def local_field() -> Any:
+    """A field chatlib fills in on the client (`message.parsed`, `function.parsed_arguments`).
+
+    It is not part of the wire data: `to_dict()`, parsing and `==` ignore it, the constructor
+    does not take it, and it starts as `None`.
+    """
+    return attrs.field(default=None, init=False, eq=False, metadata={LOCAL: True})
+
+
+def is_local(field: attrs.Attribute[Any]) -> bool:
+    """Whether `field` is a client-side field (see `local_field`)."""
+    return bool(field.metadata.get(LOCAL))
+
 
 class Model:
     """Base class of all wire models.
@@ -127,7 +144,9 @@ class Model:
         # The parser records the raw key set (cheap on the hot path); filter it on request.
         declared = attrs.fields_dict(type(self))
         return frozenset(
-            name for name in self._fields_set if name in declared and name not in _TAIL
+            name
+            for name in self._fields_set
+            if name in declared and name not in _TAIL and not is_local(declared[name])
         )
 
     def __repr__(self) -> str:
@@ -137,7 +156,7 @@ class Model:
             if name in _TAIL:
                 continue
             value = getattr(self, name)
-            if value is not None or name in self._fields_set:
+            if value is not None or (name in self._fields_set and not is_local(field)):
                 shown.append(f"{name}={value!r}")
         if self.extra:
             shown.append(f"extra={dict(self.extra)!r}")

@@ -48,23 +48,32 @@ def _request_parameters(*, with_stream: bool) -> list[inspect.Parameter]:
     return params
 
 
-def with_request_signature(*, with_stream: bool) -> Callable[[_F], _F]:
-    """Give a facade method the full keyword signature of a chat completion request."""
+def with_request_signature(
+    *, with_stream: bool, head: tuple[str, ...] | None = None
+) -> Callable[[_F], _F]:
+    """Give a facade method the full keyword signature of a chat completion request.
+
+    `head` names the method's own keyword parameters that come first (`run_tools`' `tools`
+    and `max_rounds`), instead of the positional `request`.
+    """
 
     def decorate(fn: _F) -> _F:
         original = inspect.signature(fn)
-        head = [
-            original.parameters["self"],
-            inspect.Parameter(
-                "request",
-                inspect.Parameter.POSITIONAL_ONLY,
-                default=None,
-                annotation="CreateChatCompletionRequest | None",
-            ),
-        ]
-        fn.__signature__ = original.replace(  # type: ignore[attr-defined]
-            parameters=head + _request_parameters(with_stream=with_stream)
-        )
+        first = [original.parameters["self"]]
+        if head is None:
+            first.append(
+                inspect.Parameter(
+                    "request",
+                    inspect.Parameter.POSITIONAL_ONLY,
+                    default=None,
+                    annotation="CreateChatCompletionRequest | None",
+                )
+            )
+        else:
+            first.extend(original.parameters[name] for name in head)
+        taken = {p.name for p in first}
+        rest = [p for p in _request_parameters(with_stream=with_stream) if p.name not in taken]
+        fn.__signature__ = original.replace(parameters=first + rest)  # type: ignore[attr-defined]
         return fn
 
     return decorate

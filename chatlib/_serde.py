@@ -19,7 +19,7 @@ from typing import Any, TypeVar, Union, get_args, get_origin
 import attrs
 import cattrs
 
-from chatlib._model_base import EMPTY_EXTRA, Model, OpenEnum
+from chatlib._model_base import EMPTY_EXTRA, Model, OpenEnum, is_local
 
 __all__ = ["converter", "structure", "unstructure"]
 
@@ -140,7 +140,8 @@ def _field_types(cls: type[Model], fields: list[attrs.Attribute[Any]]) -> dict[s
 
 
 def _make_structure_fn(cls: type[Model]) -> Callable[..., Any]:
-    fields = [f for f in attrs.fields(cls) if f.name not in _SKIP]
+    fields = [f for f in attrs.fields(cls) if f.name not in _SKIP and not is_local(f)]
+    local = [f.name for f in attrs.fields(cls) if is_local(f)]
     hints = _field_types(cls, fields)
     null_lists: list[str] = []
     known = frozenset(f.name for f in fields)
@@ -179,6 +180,7 @@ def _make_structure_fn(cls: type[Model]) -> Callable[..., Any]:
             env[f"_p_{name}"] = plan
             lines.append(f"    v = d.get({name!r})")
             lines.append(f"    o.{name} = {default_expr} if v is None else _p_{name}(v)")
+    lines += [f"    o.{name} = None" for name in local]  # client-side: never in the JSON
     lines += [
         "    o.extra = (_EMPTY if d.keys() <= _known"
         " else {k: v for k, v in d.items() if k not in _known})",
@@ -242,7 +244,7 @@ def make_unstructurer(
     lines = ["def unstructure(o, _t=None):", "    fs = o._fields_set", "    out = {}"]
     for field in cls.__attrs_attrs__:
         name = field.name
-        if name in _SKIP:
+        if name in _SKIP or is_local(field):
             continue
         key = repr(name)
         emit = "v" if name in raw else "_uv(v)"

@@ -14,6 +14,8 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
+import attrs
+
 from chatlib._accumulate import ChatCompletionAccumulator
 from chatlib._parse import ChunkParser, fold_chunk
 from chatlib.errors import APIError, ChatLibError, deadline_exceeded
@@ -25,6 +27,9 @@ from chatlib.models import (
 
 if TYPE_CHECKING:  # loaded on first use of `events()`: most streams never need it
     from chatlib._events import ChatCompletionStreamEvent, EventOptions, StreamEvents
+
+if TYPE_CHECKING:
+    from chatlib._structured import OutputPlan
 
 __all__ = ["DRAIN_BYTES", "DRAIN_SECONDS", "Drain", "StreamBase", "StreamState"]
 
@@ -69,6 +74,7 @@ class StreamState:
         "_taken",
         "event_queue",
         "finished",
+        "outputs",
         "parser",
         "pending",
         "response_headers",
@@ -83,8 +89,10 @@ class StreamState:
         response_headers: Mapping[str, str],
         request: CreateChatCompletionRequest | None = None,
         event_options: EventOptions | None = None,
+        outputs: OutputPlan | None = None,
     ) -> None:
         self.parser = parser
+        self.outputs = outputs  # how to parse the final completion, when types were asked for
         self.pending: deque[CreateChatCompletionChunk] = deque()
         self.finished = False
         self.response_headers = response_headers
@@ -176,12 +184,28 @@ class StreamState:
         options = self._event_options
         if options is None and self._request is not None:
             options = EventOptions.for_request(self._request)
+        outputs = self.outputs
+        if outputs is not None:  # typed `parsed` at `.done`, as `get_final_completion` has
+            options = attrs.evolve(
+                options or EventOptions(),
+                json_content=outputs.content is not None
+                or (options or EventOptions()).json_content,
+                parse_content=outputs.content_parser(self._accumulator.result),
+                strict_tools=(options or EventOptions()).strict_tools | frozenset(outputs.tools),
+                parse_arguments=outputs.arguments_parser(self._accumulator.result),
+            )
         self._events = StreamEvents(options, accumulator=self._accumulator)
 
     @property
     def accumulated(self) -> CreateChatCompletionResponse:
         """The chunks handed out so far, merged into one completion."""
         return self._accumulator.result()
+
+    def final_completion(self) -> CreateChatCompletionResponse:
+        """The whole completion of a finished stream, parsed into the types the call asked
+        for (`message.parsed`, `parsed_arguments`); raises what `OutputPlan.apply` raises."""
+        completion = self._accumulator.result()
+        return completion if self.outputs is None else self.outputs.apply(completion)
 
 
 # ---------------------------------------------------------------- one call, start to stream
@@ -219,6 +243,12 @@ class StreamBase(Generic[_R]):
         if self._state is None:
             return CreateChatCompletionResponse(choices=[])
         return self._state.accumulated
+
+    def _final_completion(self) -> CreateChatCompletionResponse:
+        """What `get_final_completion` returns once the stream is read to its end."""
+        if self._state is None:
+            return CreateChatCompletionResponse(choices=[])
+        return self._state.final_completion()
 
     def _ended_cleanly(self) -> bool:
         """Whether `[DONE]` arrived: the little that follows it is read (`Drain`), so the

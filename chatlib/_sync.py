@@ -8,7 +8,7 @@ read them side by side.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
@@ -21,6 +21,7 @@ from chatlib._flow import Flow, ReadBody, Send
 from chatlib._params import with_request_signature
 from chatlib._parse import BodyCollector
 from chatlib._stream import DRAIN_SECONDS, Drain, StreamBase, StreamState
+from chatlib._tool_loop import CallModel, Emit, ToolLoop, ToolRunDone, ToolRunEvent, ToolRunResult
 from chatlib._transports.base import SyncResponse, SyncTransport
 from chatlib._transports.requests import RequestsTransport, Session
 from chatlib.errors import APIConnectionError, APIError, BodyTooLargeError
@@ -152,7 +153,8 @@ class ChatStream(StreamBase[SyncResponse], Iterator[CreateChatCompletionChunk]):
 
     def get_final_completion(self) -> CreateChatCompletionResponse:
         """Read the rest of the stream and return the whole completion."""
-        return self.until_done().accumulated
+        self.until_done()
+        return self._final_completion()
 
     def close(self) -> None:
         """Release the connection; reading the little that follows `[DONE]` lets it be reused."""
@@ -307,6 +309,121 @@ class SyncChat(ClientBase[SyncTransport]):
         return run_flow(
             call.stream_flow(lambda response: ChatStream(response, call)), self._transport
         )
+
+    @with_request_signature(with_stream=False)
+    def parse(
+        self,
+        request: CreateChatCompletionRequest | None = None,
+        /,
+        *,
+        timeout: TimeoutLike | None = None,
+        **params: Unpack[ChatCompletionParams],
+    ) -> CreateChatCompletionResponse:
+        """Create a chat completion and parse the answer into `response_format`.
+
+        `response_format` is a class (attrs, dataclass, TypedDict, pydantic-like), sent as a
+        strict JSON schema, or a JSON schema as a dict (parsed as a dict). The answer comes
+        back in `choices[i].message.parsed` (and `resp.parsed`), the text still in `content`;
+        calls to tools given as functions or classes (or strict dicts) get
+        `function.parsed_arguments`.
+
+        Raises:
+            LengthFinishReasonError: The answer was cut off at the token limit.
+            ContentFilterFinishReasonError: The content filter stopped it.
+            RefusalError: The model refused (`.refusal`).
+            OutputValidationError: The answer (or a call's arguments) is not JSON or does
+                not match (`.field` names the first place that fails).
+        """
+        call = self._plan(request, dict(params), stream=False, timeout=timeout, parse=True)
+        return run_flow(call.completion_flow(), self._transport)
+
+    @with_request_signature(with_stream=False, head=("tools", "max_rounds"))
+    def run_tools(
+        self,
+        *,
+        tools: Sequence[Any],
+        max_rounds: int = 10,
+        timeout: TimeoutLike | None = None,
+        **params: Any,
+    ) -> ToolRunResult:
+        """Let the model call your functions until it answers: call it, run the tools it
+        asks for (in order), send their results back, repeat.
+
+        `tools` mixes typed functions, classes and ready-made tool dicts (see
+        `function_tool`). A tool that raises, arguments that are not JSON or do not match,
+        and an unknown tool name are told to the model as the tool's answer. Calls to a
+        tool with no function (a dict, a class) end the loop: they are in
+        `pending_tool_calls` for you to answer. Async tools need `AsyncChat`. Every other
+        keyword argument is the request's (`response_format=T` parses the final answer);
+        `timeout` applies to each model call.
+
+        Raises:
+            ToolLoopLimitError: The model still asked for tools after `max_rounds` model
+                calls (it carries the conversation).
+        """
+        loop = self._tool_loop(
+            params,
+            tools=tools,
+            max_rounds=max_rounds,
+            timeout=timeout,
+            stream=False,
+            allow_async=False,
+        )
+        for event in self._tool_events(loop):
+            if isinstance(event, ToolRunDone):
+                return event.result
+        raise AssertionError("the tool loop ended without a result")  # pragma: no cover
+
+    @with_request_signature(with_stream=False, head=("tools", "max_rounds"))
+    def run_tools_stream(
+        self,
+        *,
+        tools: Sequence[Any],
+        max_rounds: int = 10,
+        timeout: TimeoutLike | None = None,
+        **params: Any,
+    ) -> Iterator[ToolRunEvent]:
+        """`run_tools`, streamed: yields each chunk of the model's answers
+        (`type == "chunk"`), each round's completion (`"completion"`), each tool's result as
+        it arrives (`"tool_result"`), and finally `"done"` with the `ToolRunResult`.
+        Bad arguments raise here, at once."""
+        loop = self._tool_loop(
+            params,
+            tools=tools,
+            max_rounds=max_rounds,
+            timeout=timeout,
+            stream=True,
+            allow_async=False,
+        )
+        return self._tool_events(loop)
+
+    def _tool_events(self, loop: ToolLoop) -> Iterator[ToolRunEvent]:
+        """Drive a core tool loop (`_tool_loop.py`) with blocking I/O, handing out its events."""
+        outcome: Any = None
+        try:
+            while True:
+                try:
+                    command = loop.send(outcome)
+                except StopIteration:
+                    return
+                outcome = None
+                if isinstance(command, Emit):
+                    yield command.event
+                elif isinstance(command, CallModel):
+                    if command.call.stream:
+                        with self._open_stream(command.call) as stream:
+                            for chunk in stream:
+                                yield command.chunk_event(chunk)
+                            outcome = stream.get_final_completion()
+                    else:
+                        outcome = run_flow(command.call.completion_flow(), self._transport)
+                else:
+                    outcome = []
+                    for invocation in command.invocations:
+                        outcome.append(invocation.run())
+                        yield outcome[-1]
+        finally:
+            loop.close()
 
     def close(self) -> None:
         """Close the connection pool (a transport or session you passed in stays open)."""

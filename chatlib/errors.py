@@ -30,15 +30,22 @@ __all__ = [
     "BodyTooLargeError",
     "ChatLibError",
     "ConflictError",
+    "ContentFilterFinishReasonError",
     "IncompleteStreamError",
     "InsufficientQuotaError",
     "InternalServerError",
     "InvalidArgumentError",
+    "LengthFinishReasonError",
     "MissingAPIKeyError",
     "NotFoundError",
+    "OutputValidationError",
     "PermissionDeniedError",
     "RateLimitError",
+    "RefusalError",
     "RequestTimeoutError",
+    "StructuredOutputError",
+    "ToolCallError",
+    "ToolLoopLimitError",
     "UnprocessableEntityError",
 ]
 
@@ -106,7 +113,7 @@ class APIError(ChatLibError):
         return (_rebuild, (type(self), self.__dict__.copy()))
 
 
-def _rebuild(cls: type[APIError], state: dict[str, Any]) -> APIError:
+def _rebuild(cls: type[Exception], state: dict[str, Any]) -> Exception:
     exc = cls.__new__(cls)
     Exception.__init__(exc, state.get("message", ""))
     exc.__dict__.update(state)
@@ -484,3 +491,138 @@ def _status_error(
         request_id=request_id,
         server_message=server_message,
     )
+
+
+# ---------------------------------------------------------------- typed answers and tool loops
+
+
+class _Carrier(ChatLibError):
+    """An error that carries what the call produced (pickled from its `__dict__`)."""
+
+    message: str
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self), self.__dict__.copy()))
+
+
+class StructuredOutputError(_Carrier):
+    """The answer arrived but cannot become the typed result you asked for (`parse`, or a
+    `response_format` class or typed tools given to `create`/`stream`).
+
+    Attributes:
+        completion: The whole response, as received (nothing is lost).
+        choice_index: The choice at fault.
+    """
+
+    def __init__(self, message: str, *, completion: Any, choice_index: int = 0) -> None:
+        super().__init__(message)
+        self.message = message
+        self.completion = completion
+        self.choice_index = choice_index
+
+
+class LengthFinishReasonError(StructuredOutputError):
+    """The answer was cut off at the token limit (`finish_reason == "length"`), so it cannot
+    be parsed; raise `max_completion_tokens` or ask for less."""
+
+
+class ContentFilterFinishReasonError(StructuredOutputError):
+    """The server's content filter stopped the answer (`finish_reason == "content_filter"`)."""
+
+
+class RefusalError(StructuredOutputError):
+    """The model refused to answer in the requested format.
+
+    Attributes:
+        refusal: The model's refusal text.
+    """
+
+    def __init__(
+        self, message: str, *, completion: Any, refusal: str, choice_index: int = 0
+    ) -> None:
+        super().__init__(message, completion=completion, choice_index=choice_index)
+        self.refusal = refusal
+
+
+class OutputValidationError(StructuredOutputError):
+    """The answer (or a tool call's arguments) is not valid JSON, or does not match the type.
+
+    Attributes:
+        field: Where the first mismatch is (`"address.zip"`, `"tags[2]"`); `""` for the whole
+            answer (not JSON, not an object...).
+        problem: What is wrong there.
+        content: The text that failed: the message content, or the tool call's arguments.
+        tool_call_id: The tool call whose arguments failed; `None` for the message content.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        completion: Any,
+        field: str,
+        problem: str,
+        content: str | None,
+        tool_call_id: str | None = None,
+        choice_index: int = 0,
+    ) -> None:
+        super().__init__(message, completion=completion, choice_index=choice_index)
+        self.field = field
+        self.problem = problem
+        self.content = content
+        self.tool_call_id = tool_call_id
+
+
+class ToolCallError(_Carrier):
+    """A tool call the tool loop could not run: no tool by that name, or arguments that are
+    not JSON or do not match the tool's parameters. Never raised: it is the `error` of the
+    `ToolResult`, and the model is told what went wrong.
+
+    Attributes:
+        name: The tool the model called.
+        tool_call_id: The id of the call.
+    """
+
+    def __init__(self, message: str, *, name: str, tool_call_id: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.name = name
+        self.tool_call_id = tool_call_id
+
+
+class ToolLoopLimitError(_Carrier):
+    """`run_tools` reached `max_rounds` and the model still asked for tools.
+
+    The tools of the last round were run, so `messages` is a conversation you can resume
+    (`run_tools(messages=exc.messages, ...)`).
+
+    Attributes:
+        max_rounds: The limit that was reached.
+        messages: The whole conversation so far.
+        completions: The completion of every round, in order.
+        tool_results: Every tool call that was run (or answered with an error), in order.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        max_rounds: int,
+        messages: list[Any],
+        completions: list[Any],
+        tool_results: list[Any],
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.max_rounds = max_rounds
+        self.messages = messages
+        self.completions = completions
+        self.tool_results = tool_results
+
+    @property
+    def completion(self) -> Any:
+        """The last round's completion (the one that still asked for tools)."""
+        return self.completions[-1] if self.completions else None

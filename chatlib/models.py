@@ -16,12 +16,12 @@ No I/O and no wire rules live here: see `chatlib._serde`, `chatlib._request` and
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, Union
 
 from typing_extensions import Required, TypedDict
 
-from chatlib._model_base import EMPTY_EXTRA, Model, OpenEnum, model
+from chatlib._model_base import EMPTY_EXTRA, Model, OpenEnum, local_field, model
 
 __all__ = [
     "Annotation",
@@ -182,10 +182,18 @@ ContentPart = Union[
 
 @model
 class FunctionCall(Model):
-    """A function the model called: its `name` and its `arguments` as a JSON string."""
+    """A function the model called: its `name` and its `arguments` as a JSON string.
+
+    Attributes:
+        parsed_arguments: Filled in by chatlib, never sent: the arguments converted to the
+            Python types of the tool (an instance of a class tool, a dict of the function's
+            arguments for a function tool) when the tool was given as a function or a class
+            to `parse`, `create`, `stream` or `run_tools`; else `None`.
+    """
 
     name: str
     arguments: str
+    parsed_arguments: Any = local_field()
 
 
 @model
@@ -261,6 +269,11 @@ class ChatMessage(Model):
     ```
 
     `content` is a string or a list of content parts (models or dicts).
+
+    Attributes:
+        parsed: Filled in by chatlib, never sent: the answer parsed into the
+            `response_format` type you asked for (`chat.parse(..., response_format=T)`);
+            else `None`.
     """
 
     role: ChatRole | str
@@ -272,6 +285,7 @@ class ChatMessage(Model):
     function_call: FunctionCall | None = None
     audio: ChatCompletionAudio | None = None
     annotations: list[Annotation] | None = None
+    parsed: Any = local_field()
 
     @classmethod
     def developer(cls, content: str | list[ContentPart], *, name: str | None = None) -> ChatMessage:
@@ -495,7 +509,9 @@ ChatCompletionParams = TypedDict(  # noqa: UP013
         "reasoning_effort": Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"]
         | str
         | None,
-        "response_format": ResponseFormat | dict[str, Any] | None,
+        # A class (attrs, dataclass, TypedDict, pydantic-like) too: its strict JSON schema is
+        # sent and the answer parsed into it (`message.parsed`).
+        "response_format": ResponseFormat | Mapping[str, Any] | type[Any] | None,
         "safety_identifier": str | None,
         "seed": int | None,
         "service_tier": Literal["auto", "default", "flex", "scale", "priority", "fast"]
@@ -509,7 +525,11 @@ ChatCompletionParams = TypedDict(  # noqa: UP013
         | NamedToolChoice
         | dict[str, Any]
         | None,
-        "tools": list[ChatCompletionTool | CustomTool | dict[str, Any]] | None,
+        # Typed functions and classes too (made into tools by `function_tool`).
+        "tools": Sequence[
+            ChatCompletionTool | CustomTool | Mapping[str, Any] | Callable[..., Any] | type[Any]
+        ]
+        | None,
         "top_logprobs": int | None,
         "top_p": float | None,
         "user": str | None,
@@ -521,8 +541,9 @@ ChatCompletionParams = TypedDict(  # noqa: UP013
     },
     total=False,
 )
-ChatCompletionParams.__doc__ = """The keyword arguments of `create()`/`stream()`: the fields of
-`CreateChatCompletionRequest` (`stream` is its own argument)."""
+ChatCompletionParams.__doc__ = """The keyword arguments of `create()`/`stream()`/`parse()`: the
+fields of `CreateChatCompletionRequest` (`stream` is its own argument); `response_format` may
+also be a class and `tools` may hold typed functions and classes."""
 
 
 # ---------------------------------------------------------------- response
@@ -619,6 +640,13 @@ class CreateChatCompletionResponse(Model):
         if not self.choices or self.choices[0].message is None:
             return ""
         return self.choices[0].message.text
+
+    @property
+    def parsed(self) -> Any:
+        """The parsed answer of the first choice (`choices[0].message.parsed`), or `None`."""
+        if not self.choices or self.choices[0].message is None:
+            return None
+        return self.choices[0].message.parsed
 
 
 # ---------------------------------------------------------------- streaming

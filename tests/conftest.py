@@ -111,6 +111,36 @@ class ClientDriver:
     def with_options(self, **kwargs: Any) -> ClientDriver:
         return ClientDriver(self._driver, self.raw.with_options(**kwargs))
 
+    def parse(self, *args: Any, **kwargs: Any) -> Any:
+        """``client.parse(...)``."""
+        return self._driver.call(lambda: self.raw.parse(*args, **kwargs))
+
+    def final_completion(self, **kwargs: Any) -> Any:
+        """``client.stream(...)`` read to its end: ``get_final_completion()``."""
+        if self._driver.is_async:
+
+            async def final() -> Any:
+                async with self.raw.stream(**kwargs) as stream:
+                    return await stream.get_final_completion()
+
+            return self._driver.run(final())
+        with self.raw.stream(**kwargs) as stream:
+            return stream.get_final_completion()
+
+    def run_tools(self, **kwargs: Any) -> Any:
+        """``client.run_tools(...)``."""
+        return self._driver.call(lambda: self.raw.run_tools(**kwargs))
+
+    def run_tools_events(self, **kwargs: Any) -> list[Any]:
+        """Every event of ``client.run_tools_stream(...)``."""
+        if self._driver.is_async:
+
+            async def collect() -> list[Any]:
+                return [event async for event in self.raw.run_tools_stream(**kwargs)]
+
+            return self._driver.run(collect())
+        return list(self.raw.run_tools_stream(**kwargs))
+
     def close(self) -> None:
         if self._driver.is_async:
             self._driver.run(self.raw.aclose())
@@ -312,3 +342,68 @@ def app_server() -> Iterator[Callable[..., AppServer]]:
     yield start
     for server in servers:
         server.stop()
+
+
+# ---------------------------------------------------------------- OpenAI's strict mode, documented
+
+
+# The keywords OpenAI's Structured Outputs guide lists as supported in strict mode.
+STRICT_KEYWORDS = {
+    "type",
+    "properties",
+    "required",
+    "additionalProperties",
+    "items",
+    "anyOf",
+    "enum",
+    "const",
+    "$ref",
+    "$defs",
+    "definitions",
+    "description",
+    "title",
+    "pattern",
+    "format",
+    "multipleOf",
+    "maximum",
+    "exclusiveMaximum",
+    "minimum",
+    "exclusiveMinimum",
+    "minItems",
+    "maxItems",
+}
+
+
+def assert_strict_schema(schema: dict[str, Any]) -> None:
+    """Fail unless ``schema`` follows the rules of OpenAI's strict mode (written here from the
+    guide, independently of chatlib's code): an object at the root; every object closed with
+    ``additionalProperties: false`` and listing all its properties in ``required``; only
+    supported keywords; a ``$ref`` alone in its node and pointing somewhere."""
+    assert schema.get("type") == "object", "the root must be an object"
+
+    def visit(node: Any, where: str) -> None:
+        assert isinstance(node, dict), where
+        unknown = set(node) - STRICT_KEYWORDS
+        assert not unknown, f"{where}: keywords strict mode refuses: {sorted(unknown)}"
+        if "$ref" in node:
+            assert set(node) == {"$ref"}, f"{where}: $ref with siblings"
+            ref = node["$ref"]
+            if ref != "#":
+                assert ref.startswith("#/$defs/") and ref[8:] in schema.get("$defs", {}), where
+            return
+        assert {"type", "anyOf", "enum", "const"} & set(node), f"{where}: no type"
+        kinds = node.get("type")
+        kinds = kinds if isinstance(kinds, list) else [kinds]
+        if "object" in kinds:
+            assert node.get("additionalProperties") is False, f"{where}: not closed"
+            assert list(node.get("required", [])) == list(node.get("properties", {})), where
+        for name, sub in node.get("properties", {}).items():
+            visit(sub, f"{where}.{name}")
+        if "items" in node:
+            visit(node["items"], f"{where}[]")
+        for i, sub in enumerate(node.get("anyOf", [])):
+            visit(sub, f"{where}|{i}")
+        for name, sub in node.get("$defs", {}).items():
+            visit(sub, f"$defs.{name}")
+
+    visit(schema, "(root)")

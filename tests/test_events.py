@@ -966,3 +966,64 @@ def test_accumulator_is_public_and_takes_chunks_of_any_origin(server: LocalServe
     assert from_dicts.result().to_dict() == from_models.result().to_dict()
     assert from_sdk.result().text == "Hello"
     assert from_sdk.result().usage is not None
+
+
+# ---------------------------------------------------------------- typed structured outputs
+
+
+@attrs.define
+class CityFacts:
+    name: str
+    population: int
+
+
+def typed_events(facade: Any, server: LocalServer, **params: Any) -> list[Any]:
+    client = facade.client(base_url=server.base_url).raw
+    if facade.is_async:
+
+        async def collect() -> list[Any]:
+            async with client.stream(model="m", messages=USER, **params) as stream:
+                return [event async for event in stream.events()]
+
+        return facade.run(collect())  # type: ignore[no-any-return]
+    with client.stream(model="m", messages=USER, **params) as stream:
+        return list(stream.events())
+
+
+def test_a_class_response_format_gives_a_typed_object_at_content_done(
+    facade: Any, server: LocalServer
+) -> None:
+    server.enqueue(Reply.json({"name": "Paris", "population": 2102650}))
+    events = typed_events(facade, server, response_format=CityFacts)
+    partials = [e.parsed for e in events if e.type == "content.delta"]
+    assert partials[-1] == {"name": "Paris", "population": 2102650}  # JSON as it arrives
+    assert {"name": "Paris"} in partials  # the fields whose JSON had fully arrived
+    (done,) = [e for e in events if e.type == "content.done"]
+    assert done.parsed == CityFacts("Paris", 2102650)
+
+
+def test_a_typed_tool_gives_typed_arguments_at_done(facade: Any, server: LocalServer) -> None:
+    def lookup(city: str, days: int) -> str:
+        """Look the weather up."""
+        return "sunny"
+
+    server.enqueue(Reply(tool_calls=[{"name": "lookup", "arguments": {"city": "Oslo", "days": 2}}]))
+    events = typed_events(facade, server, tools=[lookup])
+    (done,) = [e for e in events if e.type == "tool_calls.function.arguments.done"]
+    assert done.parsed_arguments == {"city": "Oslo", "days": 2}
+    assert [e.parsed_arguments for e in events if e.type.endswith("arguments.delta")][-1] == {
+        "city": "Oslo",
+        "days": 2,
+    }
+
+
+def test_an_answer_that_does_not_match_the_class_raises_from_the_events(
+    facade: Any, server: LocalServer
+) -> None:
+    from chatlib import OutputValidationError
+
+    server.enqueue(Reply.json({"name": "Paris", "population": "many"}))
+    with pytest.raises(OutputValidationError) as info:
+        typed_events(facade, server, response_format=CityFacts)
+    assert info.value.field == "population"
+    assert info.value.completion.text == '{"name": "Paris", "population": "many"}'

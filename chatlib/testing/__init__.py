@@ -31,6 +31,31 @@ Actions, consumed one per chat-completions request in FIFO order:
 * `Stall` - send nothing for a while (before the headers, mid-body or mid-stream).
 * `Trickle` - a body dribbled out a few bytes at a time, optionally forever.
 * `InStreamError` - a 200 stream that breaks off with an `error` event.
+* a `Responder` - a function of the `RecordedRequest` returning one of the above.
+
+A model that uses tools is scripted the same way: several calls in one turn, then the answer,
+or a responder that reads the conversation it was sent:
+
+```python
+server.enqueue(
+    Reply(tool_calls=[
+        {"name": "get_weather", "arguments": {"city": "Paris"}},
+        {"name": "get_weather", "arguments": {"city": "Rome"}},
+    ]),
+    Reply("Sunny in both."),
+)
+server.enqueue(Reply.json({"name": "Ada", "born": 1815}))  # a `response_format` answer
+server.enqueue(Reply(refusal="I can't help with that."))
+server.enqueue(Reply('{"name": "Ad', finish_reason="length"))
+
+def model(request):  # a Responder
+    last = request.json()["messages"][-1]
+    if last["role"] == "tool":
+        return Reply(f"The tool said {last['content']}")
+    return Reply(tool_calls=[{"name": "get_weather", "arguments": {"city": "Paris"}}])
+
+server.enqueue(model, model)
+```
 
 Scripting faults in your own tests: every failure a client has to survive is one action away.
 Enqueue as many actions as the attempts you expect, then assert on the outcome and on
@@ -71,6 +96,7 @@ from chatlib.testing.actions import (
     RawReply,
     RecordedRequest,
     Reply,
+    Responder,
     Stall,
     Trickle,
 )
@@ -85,6 +111,7 @@ __all__ = [
     "Trickle",
     "InStreamError",
     "Action",
+    "Responder",
     "RecordedRequest",
     "LocalServer",
 ]

@@ -12,7 +12,7 @@ import threading
 import traceback
 from collections import deque
 from types import TracebackType
-from typing import Any, Final, Literal, get_args
+from typing import Any, Final, Literal, cast, get_args
 
 from aiohttp import web
 
@@ -20,7 +20,7 @@ from chatlib.testing._bodies import Call
 from chatlib.testing._playback import play
 from chatlib.testing._routing import Refusal, admit
 from chatlib.testing._wire import Dropped, Exchange
-from chatlib.testing.actions import Action, RecordedRequest, Reply
+from chatlib.testing.actions import Action, RecordedRequest, Reply, Responder
 
 _ACTION_TYPES: Final = get_args(Action)
 _MAX_REQUEST_BODY: Final = 64 * 1024 * 1024
@@ -71,7 +71,7 @@ class LocalServer:
         self._host = host
         self._port = port
         self._lock = threading.Lock()  # guards _script and _requests
-        self._script: deque[Action] = deque()
+        self._script: deque[Action | Responder] = deque()
         self._requests: list[RecordedRequest] = []
         self._state_lock = threading.Lock()  # guards start/stop transitions
         self._mode: Literal["thread", "async"] | None = None
@@ -107,15 +107,16 @@ class LocalServer:
         with self._lock:
             return list(self._requests)
 
-    def enqueue(self, *actions: Action) -> None:
+    def enqueue(self, *actions: Action | Responder) -> None:
         """Script the next chat-completions replies, first in first out.
 
         Each `POST /v1/chat/completions` (that passes the API-key check and carries a JSON
         object) consumes one action; when the script is empty the server echoes the last user
-        message. Safe to call from any thread while the server runs.
+        message. An action may be a `Responder`, a function of the `RecordedRequest` that
+        returns the action to play. Safe to call from any thread while the server runs.
         """
         for action in actions:
-            if not isinstance(action, _ACTION_TYPES):
+            if not isinstance(action, _ACTION_TYPES) and not callable(action):
                 raise TypeError(f"not a chatlib.testing action: {action!r}")
         with self._lock:
             self._script.extend(actions)
@@ -362,8 +363,13 @@ class LocalServer:
             await exchange.send_error(status, message, "invalid_request_error", code)
             return
         with self._lock:
-            action: Action = self._script.popleft() if self._script else Reply()
-        await play(exchange, Call.from_payload(admitted, self.model), action)
+            scripted = self._script.popleft() if self._script else Reply()
+        action: object = scripted
+        if not isinstance(scripted, _ACTION_TYPES):
+            action = cast(Responder, scripted)(record)
+        if not isinstance(action, _ACTION_TYPES):
+            raise TypeError(f"the responder {scripted!r} returned {action!r}, not an action")
+        await play(exchange, Call.from_payload(admitted, self.model), cast(Action, action))
 
 
 def _record(request: web.Request, body: bytes) -> RecordedRequest:

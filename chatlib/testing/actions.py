@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http
 import json
+from collections.abc import Callable
 from dataclasses import KW_ONLY, dataclass
 from typing import Any, Final, Literal, TypeAlias, Union, get_args
 
@@ -17,6 +18,7 @@ __all__ = [
     "RawReply",
     "RecordedRequest",
     "Reply",
+    "Responder",
     "Stall",
     "Trickle",
 ]
@@ -56,15 +58,21 @@ class Reply:
     `application/json` ChatCompletion with `n` identical choices. The response `model` is
     the request's `model`, and there is always an `x-request-id: req_<hex>` header.
 
+    A model that uses tools or answers in a format is a few replies away: several
+    `tool_calls` in one turn, `Reply.json(value)` for a `response_format`,
+    `Reply(refusal=...)`, `Reply("cut", finish_reason="length")`, and a function of the
+    request (a `Responder`) for replies that depend on what the client sent.
+
     Attributes:
         content: The assistant text. `None` (the default) means `"Echo: <last user message>"`
             - unless `tool_calls` or `refusal` is given, in which case content is `null`.
         finish_reason: `None` (the default) means `"tool_calls"` when `tool_calls` is
-            given, else `"stop"`.
+            given, else `"stop"`. `"length"` and `"content_filter"` are sent as given.
         tool_calls: OpenAI-shaped tool calls, `{"id", "type": "function", "function":
-            {"name", "arguments"}}`. `id` and `type` may be omitted (generated), the
-            `function` wrapper may be left out (`{"name", "arguments"}`), and
-            `arguments` may be a dict (JSON-encoded for you).
+            {"name", "arguments"}}`, as many as the turn makes. `id` and `type` may be
+            omitted (generated), the `function` wrapper may be left out (`{"name",
+            "arguments"}`), and `arguments` may be a dict (JSON-encoded for you) or any
+            string (invalid JSON included, to test how a client copes).
         reasoning_content: DeepSeek/vLLM-style reasoning text (message field and deltas).
         refusal: The message's `refusal` text (`null` when not given).
         usage: The `usage` object verbatim; by default it is computed from word counts.
@@ -90,6 +98,14 @@ class Reply:
     def __post_init__(self) -> None:
         _check_delay("delay", self.delay)
         _check_delay("piece_delay", self.piece_delay)
+
+    @classmethod
+    def json(cls, value: Any, **options: Any) -> Reply:
+        """A reply whose content is `value` as JSON text: the answer to a `response_format`.
+
+        `options` are the other `Reply` fields (`finish_reason=`, `delay=`...).
+        """
+        return cls(json.dumps(value, ensure_ascii=False), **options)
 
 
 def _default_error_type(status: int) -> str:
@@ -296,7 +312,14 @@ class InStreamError:
 
 
 Action: TypeAlias = Union[Reply, ErrorReply, RawReply, Disconnect, Stall, Trickle, InStreamError]
-"""Anything `LocalServer.enqueue` accepts."""
+"""A scripted action (`LocalServer.enqueue` also takes a `Responder`)."""
+
+Responder: TypeAlias = Callable[["RecordedRequest"], Action]
+"""A function `LocalServer.enqueue` takes in place of an action: it receives the request
+(`request.json()` is the body the client sent) and returns the action that answers it, so a
+scripted model can answer what it was asked (a tool result, a schema) rather than in a fixed
+order. It runs in the server's event loop: keep it quick. If it raises, the client gets a 500
+whose message holds the traceback."""
 
 
 @dataclass(frozen=True)
