@@ -11,7 +11,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from types import TracebackType
-from typing import Any, Literal, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from typing_extensions import Self, Unpack
 
@@ -31,6 +31,9 @@ from chatlib.models import (
     CreateChatCompletionRequest,
     CreateChatCompletionResponse,
 )
+
+if TYPE_CHECKING:
+    from chatlib.notebook import DisplayHandle
 
 __all__ = ["AsyncChat", "AsyncChatStream"]
 
@@ -135,6 +138,30 @@ class AsyncChatStream(StreamBase[AsyncResponse], AsyncIterator[CreateChatComplet
         """Read the rest of the stream and return the whole completion."""
         async for _ in self:
             pass
+        return self.accumulated
+
+    async def display(self, *, handle: DisplayHandle | None = None) -> CreateChatCompletionResponse:
+        """Show the answer as it arrives and return the whole completion (`await` it).
+
+        In Jupyter the answer renders as Markdown in one output area, updated in place (at
+        most 20 times a second) and ended with a footer (model, finish reason, tokens,
+        request id); elsewhere its text is printed as it arrives. Interrupting (the
+        notebook's stop button, a cancelled task) closes the stream; what arrived stays
+        shown and in `accumulated`.
+
+        Args:
+            handle: The output area to render into (an IPython `DisplayHandle`); by default
+                a new one in the current cell.
+        """
+        view = self._live_view(handle, time.monotonic)
+        try:
+            async for chunk in self:
+                view.chunk(chunk)
+        except BaseException as exc:
+            await self.aclose()
+            view.end(exc)
+            raise
+        view.end()
         return self.accumulated
 
     async def aclose(self) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from types import TracebackType
-from typing import Any, Literal, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from typing_extensions import Self, Unpack
 
@@ -30,6 +30,9 @@ from chatlib.models import (
     CreateChatCompletionRequest,
     CreateChatCompletionResponse,
 )
+
+if TYPE_CHECKING:
+    from chatlib.notebook import DisplayHandle
 
 __all__ = ["ChatStream", "SyncChat"]
 
@@ -121,6 +124,30 @@ class ChatStream(StreamBase[SyncResponse], Iterator[CreateChatCompletionChunk]):
         """Read the rest of the stream and return the whole completion."""
         for _ in self:
             pass
+        return self.accumulated
+
+    def display(self, *, handle: DisplayHandle | None = None) -> CreateChatCompletionResponse:
+        """Show the answer as it arrives and return the whole completion.
+
+        In Jupyter the answer renders as Markdown in one output area, updated in place (at
+        most 20 times a second) and ended with a footer (model, finish reason, tokens,
+        request id); elsewhere its text is printed as it arrives. Interrupting (Ctrl-C,
+        the notebook's stop button) closes the stream; what arrived stays shown and in
+        `accumulated`.
+
+        Args:
+            handle: The output area to render into (an IPython `DisplayHandle`); by default
+                a new one in the current cell.
+        """
+        view = self._live_view(handle, time.monotonic)
+        try:
+            for chunk in self:
+                view.chunk(chunk)
+        except BaseException as exc:
+            self.close()
+            view.end(exc)
+            raise
+        view.end()
         return self.accumulated
 
     def close(self) -> None:
