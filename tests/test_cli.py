@@ -668,3 +668,39 @@ def test_repl_exit_command_and_piped_input(server: LocalServer, tmp_path: Path) 
     assert len(server.requests) == 2
     last = server.requests[-1].json()["messages"]
     assert [m["content"] for m in last] == ["Be terse.", "first", "Echo: first", "second"]
+
+
+# ---------------------------------------------------------------- the package and its docs
+
+
+def test_every_command_option_and_exit_status_is_documented() -> None:
+    import argparse
+
+    from chatlib.cli import _common, build_parser
+
+    page = (Path(__file__).resolve().parent.parent / "docs" / "cli.md").read_text("utf-8")
+    parser = build_parser()
+    (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    assert sorted(commands.choices) == ["chat", "demo", "repl", "serve"]
+    for name, sub in commands.choices.items():
+        assert f"## `chatlib {name}`" in page
+        for action in sub._actions:
+            for option in action.option_strings:
+                if option not in ("-h", "--help"):
+                    assert f"`{option}" in page, f"chatlib {name} {option} is not documented"
+    statuses = [v for k, v in vars(_common).items() if k.isupper() and isinstance(v, int)]
+    assert sorted(statuses) == [0, 1, 2, 3, 4, 130, 141]
+    for status in statuses:
+        assert f"| `{status}` |" in page
+
+
+def test_the_command_line_loads_no_client_library_until_a_command_runs(tmp_path: Path) -> None:
+    loaded = python(
+        "import json, sys\n"
+        "from chatlib.cli import build_parser\n"
+        "build_parser().parse_args(['chat', 'hi'])\n"
+        "print(json.dumps(sorted(m for m in ('aiohttp', 'requests', 'IPython') "
+        "if m in sys.modules)))",
+        tmp_path,
+    )
+    assert loaded == []

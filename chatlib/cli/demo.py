@@ -10,8 +10,6 @@ import sys
 import time
 from typing import Any, TextIO
 
-from chatlib.cli._common import exit_status, report
-
 __all__ = ["register", "run"]
 
 
@@ -56,56 +54,51 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_demo(base_url: str | None, model: str, out: TextIO) -> int:
     from chatlib import AsyncChat, ChatMessage, CreateChatCompletionRequest, SyncChat
-    from chatlib.errors import ChatLibError
 
-    try:
-        with SyncChat(base_url=base_url) as chat:
-            started = time.perf_counter()
-            resp = chat.create(
-                model=model,
-                messages=[{"role": "user", "content": "Hello from a script"}],
-                max_tokens=50,
-                temperature=0.7,
+    with SyncChat(base_url=base_url) as chat:
+        started = time.perf_counter()
+        resp = chat.create(
+            model=model,
+            messages=[{"role": "user", "content": "Hello from a script"}],
+            max_tokens=50,
+            temperature=0.7,
+        )
+        out.write(
+            f"1. sync create     -> {resp.text!r} "
+            f"({resp.usage.total_tokens if resp.usage else '?'} tokens, "
+            f"{(time.perf_counter() - started) * 1000:.1f} ms)\n"
+        )
+        out.write("2. sync stream     -> ")
+        with chat.stream(
+            model=model, messages=[ChatMessage.user("Stream me a sentence")]
+        ) as stream:
+            pieces = 0
+            for text in stream.text_stream:
+                out.write(text)
+                pieces += 1
+        out.write(f"  ({pieces} chunks)\n")
+
+    async def run_async() -> None:
+        async with AsyncChat(base_url=base_url) as achat:
+            request = CreateChatCompletionRequest(
+                model=model, messages=[ChatMessage.user("Hello from asyncio")]
             )
-            out.write(
-                f"1. sync create     -> {resp.text!r} "
-                f"({resp.usage.total_tokens if resp.usage else '?'} tokens, "
-                f"{(time.perf_counter() - started) * 1000:.1f} ms)\n"
+            resp = await achat.create(request)
+            out.write(f"3. async create    -> {resp.text!r}\n")
+            out.write("4. async stream    -> ")
+            async for chunk in achat.stream(
+                model=model, messages=[ChatMessage.user("Stream asynchronously")]
+            ):
+                out.write(chunk.text)
+            out.write("\n")
+            results = await asyncio.gather(
+                *(
+                    achat.create(model=model, messages=[ChatMessage.user(f"request {i}")])
+                    for i in range(5)
+                )
             )
-            out.write("2. sync stream     -> ")
-            with chat.stream(
-                model=model, messages=[ChatMessage.user("Stream me a sentence")]
-            ) as stream:
-                pieces = 0
-                for text in stream.text_stream:
-                    out.write(text)
-                    pieces += 1
-            out.write(f"  ({pieces} chunks)\n")
+            out.write(f"5. 5 concurrent    -> {[r.text for r in results]}\n")
 
-        async def run_async() -> None:
-            async with AsyncChat(base_url=base_url) as achat:
-                request = CreateChatCompletionRequest(
-                    model=model, messages=[ChatMessage.user("Hello from asyncio")]
-                )
-                resp = await achat.create(request)
-                out.write(f"3. async create    -> {resp.text!r}\n")
-                out.write("4. async stream    -> ")
-                async for chunk in achat.stream(
-                    model=model, messages=[ChatMessage.user("Stream asynchronously")]
-                ):
-                    out.write(chunk.text)
-                out.write("\n")
-                results = await asyncio.gather(
-                    *(
-                        achat.create(model=model, messages=[ChatMessage.user(f"request {i}")])
-                        for i in range(5)
-                    )
-                )
-                out.write(f"5. 5 concurrent    -> {[r.text for r in results]}\n")
-
-        asyncio.run(run_async())
-    except ChatLibError as exc:
-        report(exc, prog="chatlib demo")
-        return exit_status(exc)
+    asyncio.run(run_async())
     out.write("All demo calls succeeded.\n")
     return 0
