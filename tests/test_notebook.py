@@ -575,5 +575,5 @@ def test_the_quickstart_notebook_runs_in_a_real_kernel(tmp_path: Path) -> None:
     assert "Echo: Stream asynchronously" in live_async.data["text/html"]
     assert text.data["text/plain"] == "'Echo: Stream asynchronously'"
 
-    (error,) = cell_with("RateLimitError").outputs
+    (error,) = cell_with("except RateLimitError").outputs
     assert error.data["text/markdown"].startswith("**RateLimitError** · status `429`")
