@@ -190,10 +190,10 @@ class StreamBase(Generic[_R]):
     def _display_status(self) -> str | None:
         """What a display says of the stream: `None` once it is finished (the footer)."""
         if self._state is None:
-            return "*not started*"
+            return "not started"
         if self._state.finished:
             return None
-        return "*closed before the end*" if self._closed else "*streaming…*"
+        return "closed before the end" if self._closed else "streaming…"
 
     def _live_view(self, handle: DisplayHandle | None, clock: Callable[[], float]) -> LiveView:
         """The output area `display()` pumps this stream's chunks into."""

@@ -167,7 +167,7 @@ def _footer_fields(
     if request_id:
         fields.append(("request", str(request_id)))
     if status:
-        fields.append(("", status))
+        fields.append(("status", status))
     return fields
 
 
@@ -176,10 +176,11 @@ def _footer_markdown(fields: list[tuple[str, str]]) -> str:
     for label, value in fields:
         if label == "tokens":
             parts.append(f"tokens {value}")
+        elif label == "status":
+            text = re.sub(r"([\\`*_\[\]])", r"\\\1", " ".join(value.split()))
+            parts.append("*" + text.replace("&", "&amp;").replace("<", "&lt;") + "*")
         elif label:
             parts.append(f"{label} {_code_span(value)}")
-        elif value.startswith("*"):
-            parts.append(value)  # a status, already Markdown
         else:
             parts.append(_code_span(value))
     return " · ".join(parts)
@@ -188,10 +189,14 @@ def _footer_markdown(fields: list[tuple[str, str]]) -> str:
 def _footer_html(fields: list[tuple[str, str]]) -> str:
     parts = []
     for label, value in fields:
-        text = f"<code>{html.escape(value)}</code>" if label != "tokens" else html.escape(value)
-        if value.startswith("*") and not label:
-            text = f"<em>{html.escape(value.strip('*'))}</em>"
-        parts.append(f"{html.escape(label)} {text}" if label else text)
+        if label == "tokens":
+            parts.append(f"tokens {html.escape(value)}")
+        elif label == "status":
+            parts.append(f"<em>{html.escape(value)}</em>")
+        elif label:
+            parts.append(f"{html.escape(label)} <code>{html.escape(value)}</code>")
+        else:
+            parts.append(f"<code>{html.escape(value)}</code>")
     return f'<div style="{_FOOTER_STYLE}">{" · ".join(parts)}</div>'
 
 
@@ -833,8 +838,8 @@ def _status_of(error: BaseException | None) -> str | None:
     if error is None:
         return None
     if not isinstance(error, Exception):  # KeyboardInterrupt, a cancelled task
-        return "*interrupted: what arrived is kept*"
-    return f"*stopped by {type(error).__name__}: {error}*"
+        return "interrupted: what arrived is kept"
+    return f"stopped by {type(error).__name__}: {error}"
 
 
 class LiveView:
@@ -906,7 +911,7 @@ class LiveView:
                 self._wrote_text = True
             return
         if self._throttle.ready():
-            self._render("*streaming…*")
+            self._render("streaming…")
 
     def end(self, error: BaseException | None = None) -> None:
         """The stream ended (`error` is what stopped it, if anything): the last update."""
