@@ -51,6 +51,7 @@ __all__ = [
     "markdown_to_html",
     "markdown_view",
     "pretty",
+    "stream_html",
     "stream_markdown",
 ]
 
@@ -84,11 +85,11 @@ class _Body:
         self.tool_calls: list[tuple[str, str, str]] = []  # (name, id, arguments)
         if message is None:
             return
-        self.content = _content_text(message.content)
+        self.content, refused = _content_text(message.content)
         audio = message.audio
         if not self.content and audio is not None and audio.transcript:
             self.content = audio.transcript
-        self.refusal = message.refusal or None
+        self.refusal = message.refusal or refused or None
         for call in message.tool_calls or ():
             self.tool_calls.append(_tool_call_row(call))
         function = message.function_call
@@ -100,22 +101,25 @@ class _Body:
         return not (self.content or self.refusal or self.tool_calls)
 
 
-def _content_text(content: Any) -> str:
+def _content_text(content: Any) -> tuple[str, str]:
+    """The text of `content` (other parts named in brackets), and its refusal parts' text."""
     if content is None:
-        return ""
+        return "", ""
     if isinstance(content, str):
-        return content
-    pieces = []
+        return content, ""
+    pieces, refusals = [], []
     for part in content:
-        kind = part.get("type") if isinstance(part, dict) else getattr(part, "type", None)
+        fields = part if isinstance(part, dict) else {"type": getattr(part, "type", None)}
+        kind = fields.get("type")
         if kind == "text":
             text = part.get("text") if isinstance(part, dict) else part.text
             pieces.append(str(text or ""))
         elif kind == "refusal":
-            continue  # shown as the refusal
+            refusal = part.get("refusal") if isinstance(part, dict) else part.refusal
+            refusals.append(str(refusal or ""))
         else:
             pieces.append(f"[{kind or 'part'}]")
-    return "\n\n".join(pieces)
+    return "\n\n".join(pieces), "\n\n".join(refusals)
 
 
 def _tool_call_row(call: Any) -> tuple[str, str, str]:
@@ -135,8 +139,8 @@ def _pretty_arguments(arguments: str, *, indent: int | None) -> str:
     """Tool-call arguments as indented JSON (or one tidy line); as sent when not JSON."""
     try:
         value = json.loads(arguments)
-    except ValueError:
-        return arguments
+    except (ValueError, TypeError, RecursionError):
+        return str(arguments)
     return json.dumps(value, ensure_ascii=False, indent=indent)
 
 
@@ -858,6 +862,12 @@ class LiveView:
             kernel, else `out`.
         interval: The shortest time between two updates.
         out: Where text goes outside a notebook (default `sys.stdout`).
+
+    Attributes:
+        updates: How many times the output area was drawn so far.
+
+    There is no timer: a redraw happens when a chunk arrives, so while a model pauses the
+    view may miss the last tokens that came within the interval, until the next chunk.
     """
 
     def __init__(
@@ -901,7 +911,8 @@ class LiveView:
         self.updates += 1
 
     def chunk(self, chunk: CreateChatCompletionChunk) -> None:
-        """A chunk was handed out: render if the throttle allows, else remember to."""
+        """A chunk was handed out: redraw if the throttle allows (what it holds back shows
+        with the next redraw, at the latest when the stream ends)."""
         if self._handle is None:
             text = chunk.text
             if text:

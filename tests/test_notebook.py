@@ -592,3 +592,19 @@ def test_a_status_from_an_error_message_is_escaped_too() -> None:
     )
     page = stream_html(varied_response(), None, status)
     assert "<img" not in page and "<em>stopped by APIStreamError: &lt;img src=x" in page
+
+
+def test_content_parts_show_their_text_and_refusal() -> None:
+    message = ChatMessage.from_dict(
+        {
+            "role": "assistant",
+            "content": [
+                {"type": "text", "text": "Part one."},
+                {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}},
+                {"type": "refusal", "refusal": "Not the rest."},
+            ],
+        }
+    )
+    md = rich(message)["text/markdown"]
+    assert md.startswith("**assistant**\n\nPart one.\n\n[image_url]\n\n> 🚫 **Refusal**")
+    assert "> Not the rest." in md
