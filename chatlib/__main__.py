@@ -1,5 +1,5 @@
-"""`python -m chatlib`: see `chatlib._cli`."""
+"""`python -m chatlib`: the `chatlib` command (see `chatlib.cli`)."""
 
-from chatlib._cli import main
+from chatlib.cli import main
 
 raise SystemExit(main())

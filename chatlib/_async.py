@@ -45,6 +45,7 @@ from chatlib.models import (
 
 if TYPE_CHECKING:
     from chatlib._events import ChatCompletionStreamEvent  # loaded when `events()` first runs
+    from chatlib.notebook import DisplayHandle
 
 __all__ = ["AsyncChat", "AsyncChatStream"]
 
@@ -200,6 +201,30 @@ class AsyncChatStream(StreamBase[AsyncResponse], AsyncIterator[CreateChatComplet
         """Read the rest of the stream and return the whole completion."""
         await self.until_done()
         return self._final_completion()
+
+    async def display(self, *, handle: DisplayHandle | None = None) -> CreateChatCompletionResponse:
+        """Show the answer as it arrives and return the whole completion (`await` it).
+
+        In Jupyter the answer renders as Markdown in one output area, updated in place (at
+        most 20 times a second) and ended with a footer (model, finish reason, tokens,
+        request id); elsewhere its text is printed as it arrives. Interrupting (the
+        notebook's stop button, a cancelled task) closes the stream; what arrived stays
+        shown and in `accumulated`.
+
+        Args:
+            handle: The output area to render into (an IPython `DisplayHandle`); by default
+                a new one in the current cell.
+        """
+        view = self._live_view(handle, time.monotonic)
+        try:
+            async for chunk in self:
+                view.chunk(chunk)
+        except BaseException as exc:
+            await self.aclose()
+            view.end(exc)
+            raise
+        view.end()
+        return self.accumulated
 
     async def aclose(self) -> None:
         """Release the connection; reading the little that follows `[DONE]` lets it be reused."""

@@ -17,7 +17,18 @@ from typing import Any, ClassVar, TypeVar
 import attrs
 from typing_extensions import dataclass_transform
 
-__all__ = ["EMPTY_EXTRA", "LOCAL", "Model", "OpenEnum", "is_local", "local_field", "model"]
+from chatlib._headers import redact
+
+__all__ = [
+    "EMPTY_EXTRA",
+    "LOCAL",
+    "Model",
+    "OpenEnum",
+    "is_local",
+    "local_field",
+    "model",
+    "model_fields_shown",
+]
 
 
 class _EmptyExtra(Mapping[str, Any]):
@@ -76,6 +87,14 @@ class OpenEnum(str, enum.Enum):
 
     def __str__(self) -> str:
         return str(self.value)
+
+    def __repr__(self) -> str:
+        # Valid Python: `ChatRole.USER`, or `FinishReason('new_reason')` for a value the
+        # class did not declare.
+        name = type(self).__name__
+        if self._name_ in type(self).__members__:
+            return f"{name}.{self._name_}"
+        return f"{name}({self._value_!r})"
 
     @classmethod
     def parse(cls, value: str) -> Any:
@@ -150,17 +169,46 @@ class Model:
         )
 
     def __repr__(self) -> str:
-        shown = []
-        for field in type(self).__attrs_attrs__:
-            name = field.name
-            if name in _TAIL:
-                continue
-            value = getattr(self, name)
-            if value is not None or (name in self._fields_set and not is_local(field)):
-                shown.append(f"{name}={value!r}")
-        if self.extra:
-            shown.append(f"extra={dict(self.extra)!r}")
+        shown = [f"{name}={value!r}" for name, value in model_fields_shown(self)]
         return f"{type(self).__name__}({', '.join(shown)})"
+
+    # Jupyter and IPython displays: the rules are in chatlib.notebook, loaded on first use.
+    def _repr_markdown_(self) -> str | None:
+        from chatlib.notebook import markdown_view
+
+        return markdown_view(self)
+
+    def _repr_html_(self) -> str | None:
+        from chatlib.notebook import html_view
+
+        return html_view(self)
+
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
+        from chatlib.notebook import pretty
+
+        pretty(self, p, cycle)
+
+
+def model_fields_shown(obj: Model) -> list[tuple[str, Any]]:
+    """The (name, value) pairs a repr shows: fields set or not `None`, then `extra`.
+
+    Header fields (`extra_headers`) show their credentials as `'<redacted>'`.
+    """
+    shown: list[tuple[str, Any]] = []
+    for field in type(obj).__attrs_attrs__:
+        name = field.name
+        if name in _TAIL:
+            continue
+        if is_local(field):
+            continue  # client-side (`parsed`): not a constructor argument, so not in a repr
+        value = getattr(obj, name)
+        if value is not None or name in obj._fields_set:
+            if name == "extra_headers" and value:
+                value = redact(value)
+            shown.append((name, value))
+    if obj.extra:
+        shown.append(("extra", dict(obj.extra)))
+    return shown
 
 
 def _track_fields_set(cls: type[Any]) -> None:

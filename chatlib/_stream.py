@@ -31,6 +31,9 @@ if TYPE_CHECKING:  # loaded on first use of `events()`: most streams never need 
 if TYPE_CHECKING:
     from chatlib._structured import OutputPlan
 
+if TYPE_CHECKING:
+    from chatlib.notebook import DisplayHandle, LiveView
+
 __all__ = ["DRAIN_BYTES", "DRAIN_SECONDS", "Drain", "StreamBase", "StreamState"]
 
 # After `[DONE]` a stream reads on to the end of its body, so the connection can be reused:
@@ -255,14 +258,48 @@ class StreamBase(Generic[_R]):
         connection goes back to the pool instead of being closed."""
         return self._state is not None and self._state.parser.done
 
-    def __repr__(self) -> str:
+    @property
+    def _status(self) -> str:
         if self._closed:
-            status = "closed"
-        elif self._state is None:
-            status = "not started"
-        else:
-            status = "finished" if self._state.finished else "open"
-        return f"<{type(self).__name__} {status} request_id={self.request_id!r}>"
+            return "closed"
+        if self._state is None:
+            return "not started"
+        return "finished" if self._state.finished else "open"
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self._status} request_id={self.request_id!r}>"
+
+    # Jupyter and IPython displays: the rules are in chatlib.notebook, loaded on first use.
+    def _repr_markdown_(self) -> str:
+        from chatlib.notebook import stream_markdown
+
+        return stream_markdown(self.accumulated, self.request_id, self._display_status())
+
+    def _repr_html_(self) -> str:
+        from chatlib.notebook import stream_html
+
+        return stream_html(self.accumulated, self.request_id, self._display_status())
+
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
+        from chatlib.notebook import pretty
+
+        pretty(self, p, cycle)
+
+    def _display_status(self) -> str | None:
+        """What a display says of the stream: `None` once it is finished (the footer)."""
+        if self._state is None:
+            return "not started"
+        if self._state.finished:
+            return None
+        return "closed before the end" if self._closed else "streaming…"
+
+    def _live_view(self, handle: DisplayHandle | None, clock: Callable[[], float]) -> LiveView:
+        """The output area `display()` pumps this stream's chunks into."""
+        from chatlib.notebook import LiveView
+
+        return LiveView(
+            lambda: self.accumulated, lambda: self.request_id, clock=clock, handle=handle
+        )
 
     def __del__(self) -> None:
         response: Any = self._response

@@ -34,6 +34,7 @@ from chatlib.models import (
 
 if TYPE_CHECKING:
     from chatlib._events import ChatCompletionStreamEvent  # loaded when `events()` first runs
+    from chatlib.notebook import DisplayHandle
 
 __all__ = ["ChatStream", "SyncChat"]
 
@@ -155,6 +156,30 @@ class ChatStream(StreamBase[SyncResponse], Iterator[CreateChatCompletionChunk]):
         """Read the rest of the stream and return the whole completion."""
         self.until_done()
         return self._final_completion()
+
+    def display(self, *, handle: DisplayHandle | None = None) -> CreateChatCompletionResponse:
+        """Show the answer as it arrives and return the whole completion.
+
+        In Jupyter the answer renders as Markdown in one output area, updated in place (at
+        most 20 times a second) and ended with a footer (model, finish reason, tokens,
+        request id); elsewhere its text is printed as it arrives. Interrupting (Ctrl-C,
+        the notebook's stop button) closes the stream; what arrived stays shown and in
+        `accumulated`.
+
+        Args:
+            handle: The output area to render into (an IPython `DisplayHandle`); by default
+                a new one in the current cell.
+        """
+        view = self._live_view(handle, time.monotonic)
+        try:
+            for chunk in self:
+                view.chunk(chunk)
+        except BaseException as exc:
+            self.close()
+            view.end(exc)
+            raise
+        view.end()
+        return self.accumulated
 
     def close(self) -> None:
         """Release the connection; reading the little that follows `[DONE]` lets it be reused."""

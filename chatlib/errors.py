@@ -55,6 +55,22 @@ _SNIPPET_CHARS = 300
 class ChatLibError(Exception):
     """Base class of every exception chatlib raises."""
 
+    # Jupyter and IPython displays: the rules are in chatlib.notebook, loaded on first use.
+    def _repr_markdown_(self) -> str | None:
+        from chatlib.notebook import markdown_view
+
+        return markdown_view(self)
+
+    def _repr_html_(self) -> str | None:
+        from chatlib.notebook import html_view
+
+        return html_view(self)
+
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
+        from chatlib.notebook import pretty
+
+        pretty(self, p, cycle)
+
 
 class InvalidArgumentError(ChatLibError, ValueError):
     """An argument was rejected before any request was sent; `field` names it."""

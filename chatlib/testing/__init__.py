@@ -81,12 +81,16 @@ server.enqueue(RawReply(body=b"data: " + b"x" * 2**25 + b"\\n\\n"))  # an oversi
 server.enqueue(InStreamError({"message": "overloaded", "type": "server_error"}))
 ```
 
+A script can also be written as JSON (`script_from_json`), which is how `chatlib serve
+--script FILE` serves scripted replies to programs written in any language.
+
 Requests to any other path get an OpenAI-shaped 404, malformed JSON a 400; neither consumes a
 scripted action. Every request, on any path, is recorded in `LocalServer.requests`.
 """
 
 from __future__ import annotations
 
+from chatlib.testing._script import script_from_json
 from chatlib.testing._server import LocalServer
 from chatlib.testing.actions import (
     Action,
@@ -114,4 +118,5 @@ __all__ = [
     "Responder",
     "RecordedRequest",
     "LocalServer",
+    "script_from_json",
 ]
