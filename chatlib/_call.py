@@ -14,9 +14,11 @@ from typing import Any, TypeVar
 
 import attrs
 
+from chatlib._auth import ProvidedCredential
 from chatlib._config import ClientConfig, Timeout, TimeoutLike
+from chatlib._endpoint import OPENAI, Endpoint
 from chatlib._flow import Finish, Flow, keep_open, parse_body, request_flow
-from chatlib._headers import request_id_of
+from chatlib._headers import Headers, Secrets
 from chatlib._parse import ChunkParser, parse_completion
 from chatlib._request import HttpRequest, build_request
 from chatlib._retry import RetryPolicy
@@ -25,7 +27,7 @@ from chatlib._validate import check_param_names
 from chatlib.errors import InvalidArgumentError
 from chatlib.models import ChatMessage, CreateChatCompletionRequest, CreateChatCompletionResponse
 
-__all__ = ["Call", "plan_call"]
+__all__ = ["Call", "plan_call", "plan_request"]
 
 _T = TypeVar("_T")
 
@@ -35,12 +37,16 @@ class Call:
     """A call ready to run: its request, whether it streams, and the settings it runs under.
 
     One per call: its flow fixes the total deadline, which the stream it opens then keeps to.
+    `credential` is the key provider it calls before each attempt (if any); `secrets`
+    gathers every credential it sent, to be redacted from the errors it raises.
     """
 
     http_request: HttpRequest
     stream: bool
     config: ClientConfig
     deadline: float | None = None
+    credential: ProvidedCredential | None = None
+    secrets: Secrets = attrs.field(factory=Secrets)
 
     def completion_flow(
         self,
@@ -51,7 +57,19 @@ class Call:
     ) -> Flow[CreateChatCompletionResponse]:
         """The flow of a non-streamed call: it returns the parsed completion. Tests pass
         their own clocks and randomness."""
-        finish = parse_body(parse_completion, self.config.max_body_bytes)
+        return self.json_flow(parse_completion, clock=clock, wall_clock=wall_clock, rand=rand)
+
+    def json_flow(
+        self,
+        parse: Callable[[int, Mapping[str, str], bytes], _T],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+        rand: Callable[[], float] = random.random,
+    ) -> Flow[_T]:
+        """The flow of a call whose 2xx body is read whole: it returns `parse(status,
+        headers, body)`."""
+        finish = parse_body(parse, self.config.max_body_bytes)
         return self._flow(finish, clock, wall_clock, rand)
 
     def stream_flow(
@@ -83,20 +101,35 @@ class Call:
             wall_clock=wall_clock,
             rand=rand,
             deadline=self.deadline,
+            credential=self.credential,
+            secrets=self.secrets,
         )
 
     def stream_state(
         self, response_headers: Mapping[str, str], clock: Callable[[], float]
     ) -> StreamState:
         """The state of the stream this call opened."""
+        headers = Headers(response_headers)
         parser = ChunkParser(
-            request_id=request_id_of(response_headers),
+            request_id=headers.get("x-request-id"),
             max_line_bytes=self.config.max_line_bytes,
             require_done=self.config.require_done,
         )
         return StreamState(
-            parser, deadline=self.deadline, clock=clock, response_headers=response_headers
+            parser,
+            deadline=self.deadline,
+            clock=clock,
+            response_headers=headers,
+            secrets=self.secrets,
         )
+
+
+def plan_request(config: ClientConfig, endpoint: Endpoint, http_request: HttpRequest) -> Call:
+    """A call that sends `http_request` (built for `config` and `endpoint`) and is read whole."""
+    credential = ProvidedCredential.of(
+        config.api_key, endpoint.credential_header, endpoint.bearer, http_request.headers
+    )
+    return Call(http_request=http_request, stream=False, config=config, credential=credential)
 
 
 def _foreign_message(message: Any) -> Any:
@@ -120,6 +153,7 @@ def plan_call(
     force_stream: bool = False,
     timeout: TimeoutLike | None = None,
     idempotency_key: str | None = None,
+    endpoint: Endpoint = OPENAI,
 ) -> Call:
     """Everything `create`/`stream` do before I/O: gather arguments, validate, build."""
     if request is not None:
@@ -157,5 +191,9 @@ def plan_call(
         stream=streaming,
         timeout=None if timeout is None else Timeout.of(timeout),
         idempotency_key=idempotency_key,
+        endpoint=endpoint,
     )
-    return Call(http_request=http_request, stream=streaming, config=config)
+    credential = ProvidedCredential.of(
+        config.api_key, endpoint.credential_header, endpoint.bearer, http_request.headers
+    )
+    return Call(http_request=http_request, stream=streaming, config=config, credential=credential)

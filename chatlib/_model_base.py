@@ -84,7 +84,10 @@ class OpenEnum(str, enum.Enum):
         return found if found is not None else cls(value)
 
 
-_TAIL = frozenset({"extra", "_fields_set"})
+def _hidden(name: str) -> bool:
+    """Fields that are not wire data: `extra`, `_fields_set`, and any other private slot
+    (such as the response headers a completion keeps beside its JSON)."""
+    return name == "extra" or name[0] == "_"
 
 
 class Model:
@@ -127,14 +130,14 @@ class Model:
         # The parser records the raw key set (cheap on the hot path); filter it on request.
         declared = attrs.fields_dict(type(self))
         return frozenset(
-            name for name in self._fields_set if name in declared and name not in _TAIL
+            name for name in self._fields_set if name in declared and not _hidden(name)
         )
 
     def __repr__(self) -> str:
         shown = []
         for field in type(self).__attrs_attrs__:
             name = field.name
-            if name in _TAIL:
+            if _hidden(name):
                 continue
             value = getattr(self, name)
             if value is not None or name in self._fields_set:

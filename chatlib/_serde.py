@@ -25,6 +25,13 @@ __all__ = ["converter", "structure", "unstructure"]
 
 _T = TypeVar("_T")
 _SKIP = frozenset({"extra", "_fields_set"})
+
+
+def _private(name: str) -> bool:
+    """A slot that is not wire data (e.g. a response's headers): never read nor written."""
+    return name[0] == "_" and name != "_fields_set"
+
+
 _PRIMITIVES = (str, int, float, bool, type(None))
 
 converter = cattrs.Converter()
@@ -140,7 +147,8 @@ def _field_types(cls: type[Model], fields: list[attrs.Attribute[Any]]) -> dict[s
 
 
 def _make_structure_fn(cls: type[Model]) -> Callable[..., Any]:
-    fields = [f for f in attrs.fields(cls) if f.name not in _SKIP]
+    fields = [f for f in attrs.fields(cls) if f.name not in _SKIP and not _private(f.name)]
+    private = [f.name for f in attrs.fields(cls) if _private(f.name)]
     hints = _field_types(cls, fields)
     null_lists: list[str] = []
     known = frozenset(f.name for f in fields)
@@ -184,6 +192,7 @@ def _make_structure_fn(cls: type[Model]) -> Callable[..., Any]:
         " else {k: v for k, v in d.items() if k not in _known})",
         "    o._fields_set = _frozenset(d)",
     ]
+    lines += [f"    o.{name} = None" for name in private]
     for name in null_lists:
         # A required list the server sent as null (vLLM's `"choices": null`) reads as []
         # but must serialise back as null: remember it with a marker in the set-field names.
@@ -242,7 +251,7 @@ def make_unstructurer(
     lines = ["def unstructure(o, _t=None):", "    fs = o._fields_set", "    out = {}"]
     for field in cls.__attrs_attrs__:
         name = field.name
-        if name in _SKIP:
+        if name in _SKIP or _private(name):
             continue
         key = repr(name)
         emit = "v" if name in raw else "_uv(v)"

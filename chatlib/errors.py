@@ -13,7 +13,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from chatlib._headers import header, request_id_of, safe_url
+from chatlib._headers import Secrets, header, request_id_of, safe_url
+from chatlib._metadata import RateLimits
 
 __all__ = [
     "APIConnectionError",
@@ -27,6 +28,7 @@ __all__ = [
     "BodyTooLargeError",
     "ChatLibError",
     "ConflictError",
+    "CredentialError",
     "IncompleteStreamError",
     "InsufficientQuotaError",
     "InternalServerError",
@@ -62,6 +64,25 @@ class MissingAPIKeyError(ChatLibError, ValueError):
     """No API key was given for a server that needs one."""
 
 
+class CredentialError(ChatLibError):
+    """A credential provider failed: it raised, or returned something that is not a usable
+    credential (an `api_key=` callable, an `azure_ad_token_provider`). Not retried.
+
+    Attributes:
+        provider: Which provider: the setting and the function's name, e.g.
+            `"api_key provider vault.read_key"`. Its own exception, if it raised one, is
+            chained as `__cause__`.
+    """
+
+    def __init__(self, provider: str, problem: str) -> None:
+        super().__init__(f"the {provider} {problem}")
+        self.provider = provider
+        self.problem = problem
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.provider, self.problem))
+
+
 class APIError(ChatLibError):
     """A request was made and did not produce a usable completion.
 
@@ -70,6 +91,11 @@ class APIError(ChatLibError):
         body: as in the official SDK: the `error` member of an `{"error": ...}` body,
             else the parsed JSON body, or the body as text when it is not JSON.
         raw_body: the exact bytes the server sent (empty when nothing arrived).
+
+    A credential the client sent that the server's text repeats (a proxy echoing the
+    request headers, say) is replaced by `<redacted>` in `message`, `str(exc)`, `body` and
+    the server's fields; `raw_body` stays byte-exact, but its `repr` and its pickle are
+    redacted too.
     """
 
     def __init__(
@@ -102,6 +128,42 @@ def _rebuild(cls: type[APIError], state: dict[str, Any]) -> APIError:
     Exception.__init__(exc, state.get("message", ""))
     exc.__dict__.update(state)
     return exc
+
+
+class RawBody(bytes):
+    """The exact bytes a server sent, whose `repr` (and pickle) hide the credentials the
+    client sent that they repeat."""
+
+    _shown: bytes
+
+    def __new__(cls, raw: bytes, secrets: Secrets) -> RawBody:
+        body = super().__new__(cls, raw)
+        body._shown = secrets.data(raw)
+        return body
+
+    def __repr__(self) -> str:
+        return repr(self._shown)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (bytes, (self._shown,))
+
+
+def redact_error(exc: ChatLibError, secrets: Secrets) -> None:
+    """Replace, in place, every credential of `secrets` that `exc` repeats from the
+    server's text: its message, args, body, server fields and headers (see `APIError`)."""
+    if not secrets or not isinstance(exc, APIError):
+        return
+    exc.message = secrets.text(exc.message)
+    exc.args = tuple(secrets.value(arg) for arg in exc.args)
+    exc.body = secrets.value(exc.body)
+    raw = exc.raw_body
+    if raw and secrets.data(raw) != raw:
+        exc.raw_body = RawBody(raw, secrets)
+    if isinstance(exc, APIStatusError):
+        exc.server_message = secrets.value(exc.server_message)
+        exc.headers = {name: secrets.text(value) for name, value in exc.headers.items()}
+        for name in ("type", "code", "param"):
+            setattr(exc, name, secrets.value(getattr(exc, name)))
 
 
 class APIResponseValidationError(APIError):
@@ -187,6 +249,11 @@ class APIStatusError(APIError):
         self.param = param
         self.request_id = request_id
         self.server_message = server_message
+
+    @property
+    def rate_limits(self) -> RateLimits:
+        """The `x-ratelimit-*` figures of the error response (all `None` when absent)."""
+        return RateLimits.from_headers(self.headers)
 
 
 class BadRequestError(APIStatusError):
