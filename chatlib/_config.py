@@ -17,7 +17,7 @@ from typing_extensions import TypedDict, Unpack
 
 from chatlib._auth import KeyFunction, KeyProvider, LostProvider, check_provider
 from chatlib._checks import check_header_value, check_headers
-from chatlib._headers import safe_url
+from chatlib._headers import is_credential, is_secret_query, redact, redact_query, safe_url
 from chatlib.errors import InvalidArgumentError, MissingAPIKeyError
 
 __all__ = [
@@ -186,8 +186,12 @@ class ClientConfig:
     api_key: Secret | KeyProvider | None = attrs.field(default=None, repr=False)
     organization: str | None = None
     project: str | None = None
-    default_headers: Mapping[str, str] = attrs.field(factory=dict)
-    default_query: Mapping[str, str] = attrs.field(factory=dict)
+    default_headers: Mapping[str, str] = attrs.field(
+        factory=dict, repr=lambda headers: repr(redact(headers))
+    )
+    default_query: Mapping[str, str] = attrs.field(
+        factory=dict, repr=lambda query: repr(redact_query(query))
+    )
     timeout: Timeout = attrs.field(factory=Timeout)
     max_retries: int = 2
     require_done: bool = True
@@ -293,11 +297,18 @@ class ClientConfig:
 
     def pickle_state(self) -> dict[str, Any]:
         """What a pickled client carries: every setting but a fixed API key (a key provider
-        travels if it pickles, see `KeyProvider`)."""
+        travels if it pickles, see `KeyProvider`) and the credential-like default headers
+        and query parameters (their names travel, so unpickling can say what is missing)."""
         state = attrs.asdict(self, recurse=False)
         key = self.api_key
         state["api_key"] = key if isinstance(key, KeyProvider) else None
         state["had_api_key"] = isinstance(key, Secret)
+        headers = {k: v for k, v in self.default_headers.items() if not is_credential(k)}
+        query = {k: v for k, v in self.default_query.items() if not is_secret_query(k)}
+        dropped = [f"default_headers[{k!r}]" for k in self.default_headers if k not in headers]
+        dropped += [f"default_query[{k!r}]" for k in self.default_query if k not in query]
+        if dropped:
+            state.update(default_headers=headers, default_query=query, dropped_secrets=dropped)
         return state
 
     @classmethod
@@ -309,6 +320,12 @@ class ClientConfig:
         state = dict(state)
         had_key = state.pop("had_api_key")
         state.pop("custom_transport", None)  # written by chatlib 0.1.0
+        dropped = state.pop("dropped_secrets", None)
+        if dropped:
+            raise MissingAPIKeyError(
+                f"This client was pickled with credentials in {', '.join(dropped)}, which "
+                "never travel in a pickle: build the client in this process with them"
+            )
         provider = state.get("api_key")
         if isinstance(provider, LostProvider):
             raise provider.error()

@@ -7,6 +7,7 @@ headers, URLs and the messages HTTP libraries write about them.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -18,8 +19,10 @@ __all__ = [
     "Secrets",
     "header",
     "is_credential",
+    "is_secret_query",
     "origin_of",
     "redact",
+    "redact_query",
     "request_id_of",
     "safe_url",
     "same_origin",
@@ -105,12 +108,23 @@ def request_id_of(headers: Mapping[str, str]) -> str | None:
     return header(headers, "x-request-id")
 
 
+@functools.lru_cache(maxsize=512)
 def is_credential(name: str) -> bool:
     """Whether a header called `name` may carry a credential (`Idempotency-Key` doesn't)."""
     lowered = name.lower()
     if lowered == "idempotency-key" or lowered.startswith("x-ratelimit-"):
         return False  # an idempotency key and rate-limit counts ("...-tokens") are no secrets
     return any(mark in lowered for mark in _CREDENTIAL_MARKS)
+
+
+def is_secret_query(name: str) -> bool:
+    """Whether a query parameter called `name` carries a credential (`key`, `api-key`...)."""
+    return name.lower() in _SECRET_QUERY
+
+
+def redact_query(query: Mapping[str, str]) -> dict[str, str]:
+    """A copy of `query` with credential values replaced by `'<redacted>'`."""
+    return {k: (REDACTED if is_secret_query(k) else v) for k, v in query.items()}
 
 
 def redact(headers: Mapping[str, str]) -> dict[str, str]:
@@ -124,12 +138,17 @@ _MIN_SECRET_CHARS = 8
 
 class Secrets:
     """The credentials one call sent (header values, URL secrets), to be hunted for in
-    everything built from the server's text and replaced by `'<redacted>'`."""
+    everything built from the server's text and replaced by `'<redacted>'`.
 
-    __slots__ = ("_values",)
+    Gathering costs nothing on the way out: which headers are credentials is worked out
+    only when there is text to redact (an error).
+    """
+
+    __slots__ = ("_pending", "_values")
 
     def __init__(self, values: Iterable[str] = ()) -> None:
         self._values: list[str] = []
+        self._pending: list[tuple[Mapping[str, str], str]] = []
         for value in values:
             self.add(value)
 
@@ -141,24 +160,30 @@ class Secrets:
         self._values.sort(key=len, reverse=True)  # a longer secret first: it may hold a shorter
 
     def add_request(self, headers: Mapping[str, str], url: str) -> None:
-        """Hunt for every credential `headers` and `url` carry."""
-        for name, value in headers.items():
-            if is_credential(name) and isinstance(value, str):
-                self.add(value)
-        if "?" in url or "@" in url:
-            for value in url_secrets(url):
-                self.add(value)
+        """Hunt for every credential `headers` and `url` carry (worked out when needed)."""
+        self._pending.append((headers, url))
+
+    def _settle(self) -> list[str]:
+        pending, self._pending = self._pending, []
+        for headers, url in pending:
+            for name, value in headers.items():
+                if is_credential(name) and isinstance(value, str):
+                    self.add(value)
+            if "?" in url or "@" in url:
+                for value in url_secrets(url):
+                    self.add(value)
+        return self._values
 
     def __bool__(self) -> bool:
-        return bool(self._values)
+        return bool(self._settle())
 
     def __repr__(self) -> str:
-        return f"<Secrets: {len(self._values)} values>"
+        return f"<Secrets: {len(self._settle())} values>"
 
     def text(self, text: str) -> str:
         """`text` with every secret replaced by `'<redacted>'`, and the start of one cut
         short by a truncation (`"sk-abcd1234..."`) too."""
-        for value in self._values:
+        for value in self._settle():
             if value in text:
                 text = text.replace(value, REDACTED)
             if "..." in text:
@@ -170,7 +195,7 @@ class Secrets:
 
     def data(self, raw: bytes) -> bytes:
         """`raw` with every secret (as UTF-8) replaced by `b'<redacted>'`."""
-        for value in self._values:
+        for value in self._settle():
             encoded = value.encode("utf-8", "replace")
             if encoded in raw:
                 raw = raw.replace(encoded, REDACTED.encode())

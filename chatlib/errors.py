@@ -144,6 +144,8 @@ class RawBody(bytes):
     def __repr__(self) -> str:
         return repr(self._shown)
 
+    __str__ = __repr__  # `bytes.__str__` would show the bytes themselves
+
     def __reduce__(self) -> tuple[Any, ...]:
         return (bytes, (self._shown,))
 

@@ -17,7 +17,7 @@ from conftest import ClientDriver, FacadeDriver
 
 from chatlib import AsyncAzureChat, AzureChat, Timeout
 from chatlib._auth import KeyProvider
-from chatlib.errors import AuthenticationError, CredentialError, InvalidArgumentError
+from chatlib.errors import CredentialError, InvalidArgumentError
 from chatlib.testing import ErrorReply, LocalServer
 
 KEY = "azure-key-0123456789abcdef0123456789"

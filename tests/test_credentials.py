@@ -30,7 +30,7 @@ from chatlib.errors import (
     InvalidArgumentError,
     MissingAPIKeyError,
 )
-from chatlib.testing import ErrorReply, LocalServer, Reply
+from chatlib.testing import ErrorReply, LocalServer
 from chatlib.transports import FakeResponse
 
 USER = {"role": "user", "content": "Hi"}
@@ -123,9 +123,9 @@ def test_a_sync_callable_returning_a_coroutine_is_a_credential_error_on_sync_cha
     def sneaky() -> Any:
         return read_key()  # not an `async def` itself: only its result tells
 
-    with SyncChat(base_url=server.base_url, api_key=sneaky, timeout=FAST) as chat:
-        with pytest.raises(CredentialError, match="returned an awaitable"):
-            chat.create(model="m", messages=[USER])
+    chat = SyncChat(base_url=server.base_url, api_key=sneaky, timeout=FAST)
+    with chat, pytest.raises(CredentialError, match="returned an awaitable"):
+        chat.create(model="m", messages=[USER])
     assert server.requests == []
 
 
@@ -333,3 +333,37 @@ def test_a_provider_counts_as_a_key_for_openai_itself(no_env_key: None) -> None:
     with pytest.raises(InvalidArgumentError, match="string or a function") as info:
         SyncChat(api_key=12345)  # type: ignore[arg-type]
     assert info.value.field == "api_key"
+
+
+# ---------------------------------------------------------------- credentials in default headers
+
+
+HEADER_KEY = "azure-style-key-in-a-header-0123"
+
+
+def test_a_credential_in_default_headers_is_as_secret_as_the_key(
+    facade: Any, server: LocalServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    client = facade.client(
+        base_url=server.base_url,
+        api_key=None,
+        default_headers={"api-key": HEADER_KEY, "X-Trace": "visible"},
+        default_query={"api-key": HEADER_KEY + "-q", "api-version": "2024-10-21"},
+        timeout=FAST,
+    )
+    with caplog.at_level(logging.DEBUG, logger="chatlib"):
+        client.create(model="m", messages=[USER])
+
+    assert server.requests[-1].headers["api-key"] == HEADER_KEY  # sent where it belongs
+    config = client.raw.config
+    shown = [repr(client.raw), repr(config), str(config), *(r.getMessage() for r in caplog.records)]
+    assert all(HEADER_KEY not in text for text in shown)
+    assert "'X-Trace': 'visible'" in repr(config) and "'api-version': '2024-10-21'" in repr(config)
+    data = pickle.dumps(client.raw)
+    assert HEADER_KEY.encode() not in data
+    with pytest.raises(MissingAPIKeyError) as info:
+        pickle.loads(data)
+    assert "default_headers['api-key']" in str(info.value)
+    assert "default_query['api-key']" in str(info.value)

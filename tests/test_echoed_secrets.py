@@ -121,7 +121,8 @@ def texts_of(exc: BaseException) -> list[str | bytes]:
         seen.add(id(current))
         texts += [str(current), repr(current), repr(vars(current)), repr(current.args)]
         if isinstance(current, APIError):
-            texts += [current.message, json.dumps(current.body), repr(current.raw_body)]
+            raw = current.raw_body
+            texts += [current.message, json.dumps(current.body), repr(raw), str(raw), f"{raw}"]
         if isinstance(current, APIStatusError):
             texts += [repr(current.server_message), repr(current.code), repr(current.headers)]
         todo += [current.__cause__, current.__context__]
