@@ -8,7 +8,11 @@ oracle for the URL and headers.
 from __future__ import annotations
 
 import asyncio
+import inspect
+import json
 import pickle
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,6 +21,7 @@ from conftest import ClientDriver, FacadeDriver
 
 from chatlib import AsyncAzureChat, AzureChat, Timeout
 from chatlib._auth import KeyProvider
+from chatlib.azure import AZURE_SETTING_NAMES
 from chatlib.errors import CredentialError, InvalidArgumentError
 from chatlib.testing import ErrorReply, LocalServer
 
@@ -455,3 +460,40 @@ def test_the_same_request_as_the_official_azure_client(
     assert (mine.method, mine.path, mine.query) == (theirs.method, theirs.path, theirs.query)
     assert mine.headers["api-key"] == theirs.headers["api-key"]
     assert mine.json() == theirs.json()
+
+
+# ---------------------------------------------------------------- signatures, docs, imports
+
+
+@pytest.mark.parametrize("cls", [AzureChat, AsyncAzureChat])
+def test_constructors_and_with_options_show_every_azure_setting(cls: type[Any]) -> None:
+    parameters = inspect.signature(cls).parameters
+    assert list(parameters) == [
+        "session",
+        "transport",
+        "pool_maxsize",
+        "verify",
+        *AZURE_SETTING_NAMES,
+    ]
+    assert list(inspect.signature(cls.with_options).parameters) == ["self", *AZURE_SETTING_NAMES]
+    doc = cls.__doc__ or ""
+    for name in AZURE_SETTING_NAMES:
+        assert doc.count(f"\n        {name}: ") == 1, name
+    assert "AZURE_OPENAI_API_KEY" in doc and "**settings" not in doc
+
+
+def test_each_azure_client_loads_only_its_own_http_library() -> None:
+    script = (
+        "import json, sys, chatlib\n"
+        "seen = lambda: ['aiohttp' in sys.modules, 'requests' in sys.modules]\n"
+        "steps = [seen()]\n"
+        "from chatlib.azure import AzureChat\n"
+        "steps.append(seen())\n"
+        "chatlib.AsyncAzureChat\n"
+        "steps.append(seen())\n"
+        "print(json.dumps(steps))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert json.loads(done.stdout) == [[False, False], [False, True], [True, True]]
