@@ -147,7 +147,9 @@ class ClientBase(Generic[_Transport]):
         endpoint = state.get("endpoint", OPENAI)
         if endpoint != OPENAI:
             self._endpoint = endpoint
-        self._config = ClientConfig.from_pickle_state(state["config"], key_env=endpoint.key_env)
+        self._config = ClientConfig.from_pickle_state(
+            state["config"], key_env=endpoint.key_env, key_setting=endpoint.key_setting
+        )
         self._transport_options = dict(state["transport_options"])
         self._transport = type(self)._default_transport(None, **self._transport_options)
         self._owns_transport = True

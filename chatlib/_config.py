@@ -313,10 +313,10 @@ class ClientConfig:
 
     @classmethod
     def from_pickle_state(
-        cls, state: dict[str, Any], *, key_env: str = "OPENAI_API_KEY"
+        cls, state: dict[str, Any], *, key_env: str = "OPENAI_API_KEY", key_setting: str = "api_key"
     ) -> ClientConfig:
         """Rebuild settings on the far side of a pickle; a fixed key is read from the
-        environment variable `key_env`."""
+        environment variable `key_env` (else the error names `key_setting`)."""
         state = dict(state)
         had_key = state.pop("had_api_key")
         state.pop("custom_transport", None)  # written by chatlib 0.1.0
@@ -335,7 +335,7 @@ class ClientConfig:
                 raise MissingAPIKeyError(
                     "This client was pickled: its API key did not travel with it (keys are "
                     f"never pickled). Set {key_env} in this process, or build the client here "
-                    "with api_key=..."
+                    f"with {key_setting}=..."
                 )
             state["api_key"] = Secret(key)
         return cls(**state)

@@ -35,6 +35,7 @@ class Endpoint:
             Azure's `api-key`).
         bearer: Whether the credential is sent as `Bearer <credential>`.
         key_env: The environment variable a fixed credential is read from after unpickling.
+        key_setting: The argument that gives that credential (for messages).
         azure: Whether chat completions go to `/deployments/{deployment}/chat/completions`.
         deployment: Azure: the deployment every call goes to; `None` means the call's
             `model` names it.
@@ -43,6 +44,7 @@ class Endpoint:
     credential_header: str = "Authorization"
     bearer: bool = True
     key_env: str = "OPENAI_API_KEY"
+    key_setting: str = "api_key"
     azure: bool = False
     deployment: str | None = None
 

@@ -16,7 +16,6 @@ from urllib.parse import quote
 import attrs
 
 from chatlib._call import Call, plan_request
-from chatlib._checks import check_header_value
 from chatlib._config import ClientConfig, Timeout, TimeoutLike
 from chatlib._endpoint import Endpoint
 from chatlib._flow import Deliver, ItemFlow
@@ -128,7 +127,9 @@ class StoredPlan:
         """The completions of `GET /chat/completions`, page after page (arguments checked now)."""
         query = _page_query(order, limit)
         if model is not None:
-            query["model"] = check_header_value("model", model)
+            if not isinstance(model, str) or not model:
+                raise InvalidArgumentError("model", f"must be a non-empty string, got {model!r}")
+            query["model"] = model
         if metadata is not None:
             for key, value in _metadata("metadata", metadata).items():
                 query[f"metadata[{key}]"] = value

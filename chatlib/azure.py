@@ -37,7 +37,7 @@ __all__ = ["AsyncAzureChat", "AzureChat", "AzureClient", "AzureSettings"]
 
 _CREDENTIALS = ("api_key", "azure_ad_token", "azure_ad_token_provider")
 _KEY = Endpoint(credential_header="api-key", bearer=False, key_env="AZURE_OPENAI_API_KEY")
-_TOKEN = Endpoint(key_env="AZURE_OPENAI_AD_TOKEN")
+_TOKEN = Endpoint(key_env="AZURE_OPENAI_AD_TOKEN", key_setting="azure_ad_token")
 
 
 class AzureSettings(ClientSettings, total=False):
@@ -118,12 +118,20 @@ def _credential(values: dict[str, Any], endpoint: Endpoint, *, from_environment:
     if key is not None:
         values["api_key"] = key
         return attrs.evolve(
-            endpoint, credential_header="api-key", bearer=False, key_env=_KEY.key_env
+            endpoint,
+            credential_header="api-key",
+            bearer=False,
+            key_env=_KEY.key_env,
+            key_setting="api_key",
         )
     if token is not None:
         values["api_key"] = check_header_value("azure_ad_token", _text("azure_ad_token", token))
         return attrs.evolve(
-            endpoint, credential_header="Authorization", bearer=True, key_env=_TOKEN.key_env
+            endpoint,
+            credential_header="Authorization",
+            bearer=True,
+            key_env=_TOKEN.key_env,
+            key_setting="azure_ad_token",
         )
     if provider is not None:
         if not callable(provider):
@@ -133,7 +141,11 @@ def _credential(values: dict[str, Any], endpoint: Endpoint, *, from_environment:
             )
         values["api_key"] = KeyProvider(provider, "azure_ad_token_provider")
         return attrs.evolve(
-            endpoint, credential_header="Authorization", bearer=True, key_env=_TOKEN.key_env
+            endpoint,
+            credential_header="Authorization",
+            bearer=True,
+            key_env=_TOKEN.key_env,
+            key_setting="azure_ad_token_provider",
         )
     if from_environment:
         raise InvalidArgumentError(

@@ -433,32 +433,34 @@ def test_reprs_say_how_the_client_authenticates_never_with_what() -> None:
 # ---------------------------------------------------------------- the official SDK, side by side
 
 
+def key_from_vault() -> str:
+    return KEY
+
+
 @pytest.mark.parametrize("deployment", [None, "prod-gpt-4o"])
+@pytest.mark.parametrize("credential", ["api_key", "azure_ad_token", "azure_ad_token_provider"])
 def test_the_same_request_as_the_official_azure_client(
-    azure: LocalServer, deployment: str | None
+    azure: LocalServer, deployment: str | None, credential: str
 ) -> None:
     openai = pytest.importorskip("openai")
-    official = openai.AzureOpenAI(
-        azure_endpoint=azure.url,
-        azure_deployment=deployment,
-        api_version=VERSION,
-        api_key=KEY,
-        max_retries=0,
-    )
-    ours = AzureChat(
-        azure_endpoint=azure.url,
-        azure_deployment=deployment,
-        api_version=VERSION,
-        api_key=KEY,
-        max_retries=0,
-    )
+    value = key_from_vault if credential == "azure_ad_token_provider" else KEY
+    settings = {
+        "azure_endpoint": azure.url,
+        "azure_deployment": deployment,
+        "api_version": VERSION,
+        credential: value,
+        "max_retries": 0,
+    }
+    official = openai.AzureOpenAI(**settings)
+    ours = AzureChat(**settings)
     with official, ours:
         official.chat.completions.create(model="gpt-4o", messages=[USER])  # type: ignore[list-item]
         ours.create(model="gpt-4o", messages=[USER])
 
     theirs, mine = azure.requests
     assert (mine.method, mine.path, mine.query) == (theirs.method, theirs.path, theirs.query)
-    assert mine.headers["api-key"] == theirs.headers["api-key"]
+    for name in ("api-key", "authorization"):
+        assert mine.headers.get(name) == theirs.headers.get(name), name
     assert mine.json() == theirs.json()
 
 

@@ -241,6 +241,7 @@ def test_a_stalled_page_times_out(facade: FacadeDriver, server: LocalServer) -> 
         (lambda s: s.list(limit=True), "limit"),
         (lambda s: s.list(metadata={"a": 1}), "metadata"),
         (lambda s: s.list(metadata=["a"]), "metadata"),
+        (lambda s: s.list(model=""), "model"),
         (lambda s: s.messages("", limit=2), "completion_id"),
         (lambda s: s.messages("c", order="up"), "order"),
         (lambda s: s.retrieve(""), "completion_id"),
