@@ -11,7 +11,11 @@ from chatlib._config import Timeout as Timeout
 from chatlib._events import *
 from chatlib._functions import create_chat_completion as create_chat_completion
 from chatlib._functions import create_chat_completion_stream as create_chat_completion_stream
+from chatlib._headers import Headers as Headers
+from chatlib._metadata import RateLimits as RateLimits
 from chatlib._schema import json_schema as json_schema
+from chatlib._stored_async import AsyncStoredCompletions as AsyncStoredCompletions
+from chatlib._stored_sync import StoredCompletions as StoredCompletions
 from chatlib._sync import ChatStream as ChatStream
 from chatlib._sync import SyncChat as SyncChat
 from chatlib._tool_loop import ToolResult as ToolResult
@@ -22,10 +26,16 @@ from chatlib._tool_loop import ToolRunEvent as ToolRunEvent
 from chatlib._tool_loop import ToolRunResult as ToolRunResult
 from chatlib._tools import FunctionTool as FunctionTool
 from chatlib._tools import function_tool as function_tool
+from chatlib.azure import AsyncAzureChat as AsyncAzureChat
+from chatlib.azure import AzureChat as AzureChat
 from chatlib.errors import *
 from chatlib.models import ChatCompletionChoice as ChatCompletionChoice
 from chatlib.models import ChatCompletionChunkChoice as ChatCompletionChunkChoice
+from chatlib.models import ChatCompletionDeleted as ChatCompletionDeleted
 from chatlib.models import ChatCompletionDelta as ChatCompletionDelta
+from chatlib.models import ChatCompletionList as ChatCompletionList
+from chatlib.models import ChatCompletionMessageList as ChatCompletionMessageList
+from chatlib.models import ChatCompletionStoreMessage as ChatCompletionStoreMessage
 from chatlib.models import ChatCompletionUsage as ChatCompletionUsage
 from chatlib.models import ChatMessage as ChatMessage
 from chatlib.models import ChatRole as ChatRole

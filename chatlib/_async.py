@@ -19,7 +19,7 @@ from typing_extensions import Self, Unpack
 from chatlib._call import Call
 from chatlib._client import ClientBase
 from chatlib._config import ClientSettings, TimeoutLike
-from chatlib._flow import Flow, ReadBody, Send
+from chatlib._flow import Command, Deliver, Flow, GetCredential, ItemFlow, ReadBody, Send
 from chatlib._params import with_request_signature
 from chatlib._parse import BodyCollector
 from chatlib._stream import DRAIN_SECONDS, Drain, StreamBase
@@ -45,6 +45,7 @@ from chatlib.models import (
 
 if TYPE_CHECKING:
     from chatlib._events import ChatCompletionStreamEvent  # loaded when `events()` first runs
+    from chatlib._stored_async import AsyncStoredCompletions
     from chatlib.notebook import DisplayHandle
 
 __all__ = ["AsyncChat", "AsyncChatStream"]
@@ -67,22 +68,27 @@ async def _read_body(response: AsyncResponse, limit: int) -> bytes | APIError:
     return collector.result()
 
 
+async def _perform(command: Command, transport: AsyncTransport) -> Any:
+    """Do one command of a core flow with asyncio I/O; return its outcome."""
+    if isinstance(command, Send):
+        try:
+            return await transport.send(command.request)
+        except APIConnectionError as exc:
+            return exc
+    if isinstance(command, ReadBody):
+        return await _read_body(command.response, command.limit)
+    if isinstance(command, GetCredential):
+        return await command.acall()
+    await asyncio.sleep(command.seconds)
+    return None
+
+
 async def run_flow(flow: Flow[_T], transport: AsyncTransport) -> _T:
     """Drive a core flow with asyncio I/O: the whole async driver."""
     outcome: Any = None
     try:
         while True:
-            command = flow.send(outcome)
-            if isinstance(command, Send):
-                try:
-                    outcome = await transport.send(command.request)
-                except APIConnectionError as exc:
-                    outcome = exc
-            elif isinstance(command, ReadBody):
-                outcome = await _read_body(command.response, command.limit)
-            else:
-                await asyncio.sleep(command.seconds)
-                outcome = None
+            outcome = await _perform(flow.send(outcome), transport)
     except StopIteration as stop:
         result: _T = stop.value
         return result
@@ -104,6 +110,24 @@ async def _run_tool(invocation: ToolInvocation) -> ToolResult:
     except Exception as exc:
         return invocation.failed(exc)
     return invocation.succeeded(value)
+
+
+async def iterate_flow(flow: ItemFlow[_T], transport: AsyncTransport) -> AsyncIterator[_T]:
+    """Drive a core flow that hands out items (the pages of a list), yielding them."""
+    outcome: Any = None
+    try:
+        while True:
+            command = flow.send(outcome)
+            if isinstance(command, Deliver):
+                for item in command.items:
+                    yield item
+                outcome = None
+            else:
+                outcome = await _perform(command, transport)
+    except StopIteration:
+        return
+    finally:
+        flow.close()
 
 
 # ---------------------------------------------------------------- the stream
@@ -286,6 +310,7 @@ class AsyncChat(ClientBase[AsyncTransport]):
     """
 
     _default_transport = AiohttpTransport
+    _awaits_providers = True
 
     def __init__(
         self,
@@ -485,6 +510,14 @@ class AsyncChat(ClientBase[AsyncTransport]):
                     outcome = [task.result() for task in tasks]
         finally:
             loop.close()
+
+    @property
+    def stored(self) -> AsyncStoredCompletions:
+        """The completions the server stored (`store=True`): list, retrieve, update, delete
+        and their messages."""
+        from chatlib._stored_async import AsyncStoredCompletions
+
+        return AsyncStoredCompletions(self)
 
     async def aclose(self) -> None:
         """Close the connection pool (a transport or session you passed in stays open)."""

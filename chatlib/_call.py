@@ -14,9 +14,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 
+from chatlib._auth import ProvidedCredential
 from chatlib._config import ClientConfig, Timeout, TimeoutLike
+from chatlib._endpoint import OPENAI, Endpoint
 from chatlib._flow import Finish, Flow, keep_open, parse_body, request_flow
-from chatlib._headers import request_id_of
+from chatlib._headers import Headers, Secrets
 from chatlib._parse import ChunkParser, parse_completion
 from chatlib._request import HttpRequest, build_request
 from chatlib._retry import RetryPolicy
@@ -29,7 +31,7 @@ from chatlib.models import ChatMessage, CreateChatCompletionRequest, CreateChatC
 if TYPE_CHECKING:
     from chatlib._events import EventOptions
 
-__all__ = ["Call", "plan_call"]
+__all__ = ["Call", "plan_call", "plan_request"]
 
 _T = TypeVar("_T")
 
@@ -41,6 +43,8 @@ class Call:
     One per call: its flow fixes the total deadline, which the stream it opens then keeps to.
     What the events of the stream it opens parse (`stream.events()`) follows `request`, or
     `event_options` when set (the hook for typed parsing).
+    `credential` is the key provider it calls before each attempt (if any); `secrets`
+    gathers every credential it sent, to be redacted from the errors it raises.
     """
 
     http_request: HttpRequest
@@ -50,6 +54,8 @@ class Call:
     request: CreateChatCompletionRequest | None = None
     event_options: EventOptions | None = None
     outputs: OutputPlan | None = None  # how to parse a typed answer (`parse`, typed tools)
+    credential: ProvidedCredential | None = None
+    secrets: Secrets = attrs.field(factory=Secrets)
 
     def completion_flow(
         self,
@@ -61,9 +67,21 @@ class Call:
         """The flow of a non-streamed call: it returns the parsed completion (with `parsed`
         and `parsed_arguments` filled when the call asked for types). Tests pass their own
         clocks and randomness."""
-        finish = parse_body(parse_completion, self.config.max_body_bytes)
-        flow = self._flow(finish, clock, wall_clock, rand)
+        flow = self.json_flow(parse_completion, clock=clock, wall_clock=wall_clock, rand=rand)
         return flow if self.outputs is None else _then_apply(flow, self.outputs)
+
+    def json_flow(
+        self,
+        parse: Callable[[int, Mapping[str, str], bytes], _T],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+        rand: Callable[[], float] = random.random,
+    ) -> Flow[_T]:
+        """The flow of a call whose 2xx body is read whole: it returns `parse(status,
+        headers, body)`."""
+        finish = parse_body(parse, self.config.max_body_bytes)
+        return self._flow(finish, clock, wall_clock, rand)
 
     def stream_flow(
         self,
@@ -94,14 +112,17 @@ class Call:
             wall_clock=wall_clock,
             rand=rand,
             deadline=self.deadline,
+            credential=self.credential,
+            secrets=self.secrets,
         )
 
     def stream_state(
         self, response_headers: Mapping[str, str], clock: Callable[[], float]
     ) -> StreamState:
         """The state of the stream this call opened."""
+        headers = Headers(response_headers)
         parser = ChunkParser(
-            request_id=request_id_of(response_headers),
+            request_id=headers.get("x-request-id"),
             max_line_bytes=self.config.max_line_bytes,
             require_done=self.config.require_done,
         )
@@ -109,7 +130,8 @@ class Call:
             parser,
             deadline=self.deadline,
             clock=clock,
-            response_headers=response_headers,
+            response_headers=headers,
+            secrets=self.secrets,
             request=self.request,
             event_options=self.event_options,
             outputs=self.outputs,
@@ -121,6 +143,14 @@ def _then_apply(
 ) -> Flow[CreateChatCompletionResponse]:
     completion = yield from flow
     return outputs.apply(completion)
+
+
+def plan_request(config: ClientConfig, endpoint: Endpoint, http_request: HttpRequest) -> Call:
+    """A call that sends `http_request` (built for `config` and `endpoint`) and is read whole."""
+    credential = ProvidedCredential.of(
+        config.api_key, endpoint.credential_header, endpoint.bearer, http_request.headers
+    )
+    return Call(http_request=http_request, stream=False, config=config, credential=credential)
 
 
 def _foreign_message(message: Any) -> Any:
@@ -145,6 +175,7 @@ def plan_call(
     timeout: TimeoutLike | None = None,
     idempotency_key: str | None = None,
     parse: bool = False,
+    endpoint: Endpoint = OPENAI,
 ) -> Call:
     """Everything `create`/`stream`/`parse` do before I/O: gather arguments, turn typed
     `response_format` and `tools` into what is sent (`prepare_outputs`), validate, build.
@@ -202,6 +233,10 @@ def plan_call(
         stream=streaming,
         timeout=None if timeout is None else Timeout.of(timeout),
         idempotency_key=idempotency_key,
+        endpoint=endpoint,
+    )
+    credential = ProvidedCredential.of(
+        config.api_key, endpoint.credential_header, endpoint.bearer, http_request.headers
     )
     return Call(
         http_request=http_request,
@@ -209,4 +244,5 @@ def plan_call(
         config=config,
         request=request if streaming else None,
         outputs=outputs,
+        credential=credential,
     )

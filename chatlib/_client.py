@@ -10,8 +10,17 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 from typing_extensions import Self, Unpack
 
+from chatlib import _log
+from chatlib._auth import KeyProvider, check_provider
 from chatlib._call import Call, plan_call
-from chatlib._config import ClientConfig, ClientSettings, TimeoutLike, client_repr
+from chatlib._config import (
+    SETTING_NAMES,
+    ClientConfig,
+    ClientSettings,
+    TimeoutLike,
+    client_repr,
+)
+from chatlib._endpoint import OPENAI, Endpoint
 from chatlib._params import document_settings, spell_out_settings
 from chatlib._tool_loop import ToolLoop, prepare_tool_run, tool_loop
 from chatlib.models import CreateChatCompletionRequest
@@ -28,8 +37,15 @@ class ClientBase(Generic[_Transport]):
     _transport: _Transport
     _owns_transport: bool
     _transport_options: dict[str, Any]
+    # Where requests go and how the key is sent: OpenAI's way unless a subclass (Azure) says.
+    _endpoint: Endpoint = OPENAI
     # Builds the facade's own transport: (session, *, pool_maxsize, verify) -> transport.
     _default_transport: ClassVar[Callable[..., Any]]
+    # Whether the facade awaits what a key provider returns (async providers allowed).
+    _awaits_providers: ClassVar[bool] = False
+    # The settings the constructor takes (Azure's clients take more), in their order.
+    _settings_type: ClassVar[Any] = ClientSettings
+    _setting_names: ClassVar[tuple[str, ...]] = SETTING_NAMES
 
     def _setup(
         self,
@@ -41,7 +57,8 @@ class ClientBase(Generic[_Transport]):
         verify: bool | str,
     ) -> None:
         """The constructor body of both facades."""
-        self._config = ClientConfig.resolve(**settings)
+        _log.configure_from_environment()
+        self._config = self._checked(ClientConfig.resolve(**settings))
         self._transport_options = {"pool_maxsize": pool_maxsize, "verify": verify}
         self._owns_transport = transport is None
         self._transport = (
@@ -50,11 +67,20 @@ class ClientBase(Generic[_Transport]):
             else type(self)._default_transport(session, **self._transport_options)
         )
 
+    def _checked(self, config: ClientConfig) -> ClientConfig:
+        """`config`, once its key provider (if any) is one this facade can call."""
+        key = config.api_key
+        if isinstance(key, KeyProvider):
+            check_provider(key.setting, key, allow_async=self._awaits_providers)
+        return config
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if "__init__" in cls.__dict__:
-            spell_out_settings(cls.__init__)
-            cls.__doc__ = document_settings(cls.__doc__)
+            spell_out_settings(cls.__init__, cls._setting_names, cls._settings_type)
+            cls.__doc__ = document_settings(
+                cls.__doc__, cls._setting_names, (cls._settings_type, ClientSettings)
+            )
 
     @property
     def config(self) -> ClientConfig:
@@ -86,6 +112,7 @@ class ClientBase(Generic[_Transport]):
             timeout=timeout,
             idempotency_key=f"chatlib-{uuid.uuid4()}",
             parse=parse,
+            endpoint=self._endpoint,
         )
 
     def _tool_loop(
@@ -117,7 +144,7 @@ class ClientBase(Generic[_Transport]):
         """
         clone = object.__new__(type(self))
         clone.__dict__.update(self.__dict__)
-        clone._config = self._config.with_changes(**changes)
+        clone._config = self._checked(self._config.with_changes(**changes))
         clone._owns_transport = False
         return clone
 
@@ -131,13 +158,21 @@ class ClientBase(Generic[_Transport]):
         return client_repr(type(self).__name__, self._config)
 
     def __getstate__(self) -> dict[str, Any]:
-        return {
+        state: dict[str, Any] = {
             "config": self._config.pickle_state(),
             "transport_options": self._transport_options,
         }
+        if self._endpoint != OPENAI:
+            state["endpoint"] = self._endpoint
+        return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self._config = ClientConfig.from_pickle_state(state["config"])
+        endpoint = state.get("endpoint", OPENAI)
+        if endpoint != OPENAI:
+            self._endpoint = endpoint
+        self._config = ClientConfig.from_pickle_state(
+            state["config"], key_env=endpoint.key_env, key_setting=endpoint.key_setting
+        )
         self._transport_options = dict(state["transport_options"])
         self._transport = type(self)._default_transport(None, **self._transport_options)
         self._owns_transport = True

@@ -1,7 +1,8 @@
 """Frozen client settings, from arguments and the environment.
 
 The API key is held in a `Secret`, whose `repr` never shows it and which never
-travels in a pickle.
+travels in a pickle; a key provider (`api_key=callable`) in a `KeyProvider`, which shows
+only its function's name.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from typing import Any, Union, cast
 import attrs
 from typing_extensions import TypedDict, Unpack
 
+from chatlib._auth import KeyFunction, KeyProvider, LostProvider, check_provider
 from chatlib._checks import check_header_value, check_headers
-from chatlib._headers import safe_url
+from chatlib._headers import is_credential, is_secret_query, redact, redact_query, safe_url
 from chatlib.errors import InvalidArgumentError, MissingAPIKeyError
 
 __all__ = [
@@ -128,6 +130,8 @@ class ClientSettings(TypedDict, total=False):
 
     Attributes:
         api_key: The bearer key; default `OPENAI_API_KEY`. Never shown, logged or pickled.
+            Or a function returning the key, called before every attempt (so a rotated key
+            is picked up on a retry); on the async clients it may be `async`.
         base_url: The API root, e.g. `"http://127.0.0.1:8080/v1"`; default
             `OPENAI_BASE_URL`, else OpenAI's. A query string (Azure's `?api-version=`) is
             kept after the path.
@@ -144,7 +148,7 @@ class ClientSettings(TypedDict, total=False):
         max_line_bytes: The largest line or event of a stream accepted (default 16 MiB).
     """
 
-    api_key: str | None
+    api_key: str | KeyFunction | None
     base_url: str | None
     organization: str | None
     project: str | None
@@ -174,15 +178,20 @@ def check_setting_names(names: Iterable[str], where: str) -> None:
 class ClientConfig:
     """Everything a client needs to build requests: resolved once, never mutated.
 
-    Its fields are the `ClientSettings`, resolved (the key shows as `Secret('****')`).
+    Its fields are the `ClientSettings`, resolved (the key shows as `Secret('****')`, a key
+    provider as `KeyProvider(<function name>)`).
     """
 
     base_url: str
-    api_key: Secret | None = attrs.field(default=None, repr=False)
+    api_key: Secret | KeyProvider | None = attrs.field(default=None, repr=False)
     organization: str | None = None
     project: str | None = None
-    default_headers: Mapping[str, str] = attrs.field(factory=dict)
-    default_query: Mapping[str, str] = attrs.field(factory=dict)
+    default_headers: Mapping[str, str] = attrs.field(
+        factory=dict, repr=lambda headers: repr(redact(headers))
+    )
+    default_query: Mapping[str, str] = attrs.field(
+        factory=dict, repr=lambda query: repr(redact_query(query))
+    )
     timeout: Timeout = attrs.field(factory=Timeout)
     max_retries: int = 2
     require_done: bool = True
@@ -207,12 +216,16 @@ class ClientConfig:
             raise InvalidArgumentError(
                 "base_url", f"must start with http:// or https://, got {safe_url(url)!r}"
             )
-        key = settings.get("api_key")
+        key: Any = settings.get("api_key")
         if key is None:
             key = _env("OPENAI_API_KEY")
-        if key is not None:
+        if callable(key):
+            key = check_provider("api_key", key, allow_async=True)
+        elif key is not None:
             if not isinstance(key, str):
-                raise InvalidArgumentError("api_key", "must be a string")
+                raise InvalidArgumentError(
+                    "api_key", f"must be a string or a function, got {type(key).__name__}"
+                )
             # A key read from a file keeps its newline; spaces around a key are never part of it.
             key = check_header_value("api_key", key.strip())
         if key and "@" in url.split("/", 3)[2]:
@@ -246,7 +259,7 @@ class ClientConfig:
         require_done = settings.get("require_done")
         return cls(
             base_url=url.rstrip("/"),
-            api_key=Secret(key) if key else None,
+            api_key=key if isinstance(key, KeyProvider) else Secret(key) if key else None,
             organization=organization or _env("OPENAI_ORG_ID"),
             project=project or _env("OPENAI_PROJECT_ID"),
             default_headers=dict(default_headers or {}),
@@ -265,7 +278,8 @@ class ClientConfig:
     def settings(self) -> ClientSettings:
         """These settings in the form `resolve` takes (the key revealed: keep it private)."""
         values: dict[str, Any] = attrs.asdict(self, recurse=False)
-        values["api_key"] = None if self.api_key is None else self.api_key.reveal()
+        key = self.api_key
+        values["api_key"] = key.reveal() if isinstance(key, Secret) else key
         return cast(ClientSettings, values)
 
     def with_changes(self, **changes: Unpack[ClientSettings]) -> ClientConfig:
@@ -282,33 +296,56 @@ class ClientConfig:
         return ClientConfig.resolve(**merged)
 
     def pickle_state(self) -> dict[str, Any]:
-        """What a pickled client carries: every setting but the API key."""
+        """What a pickled client carries: every setting but a fixed API key (a key provider
+        travels if it pickles, see `KeyProvider`) and the credential-like default headers
+        and query parameters (their names travel, so unpickling can say what is missing)."""
         state = attrs.asdict(self, recurse=False)
-        state["api_key"] = None
-        state["had_api_key"] = self.api_key is not None
+        key = self.api_key
+        state["api_key"] = key if isinstance(key, KeyProvider) else None
+        state["had_api_key"] = isinstance(key, Secret)
+        headers = {k: v for k, v in self.default_headers.items() if not is_credential(k)}
+        query = {k: v for k, v in self.default_query.items() if not is_secret_query(k)}
+        dropped = [f"default_headers[{k!r}]" for k in self.default_headers if k not in headers]
+        dropped += [f"default_query[{k!r}]" for k in self.default_query if k not in query]
+        if dropped:
+            state.update(default_headers=headers, default_query=query, dropped_secrets=dropped)
         return state
 
     @classmethod
-    def from_pickle_state(cls, state: dict[str, Any]) -> ClientConfig:
-        """Rebuild settings on the far side of a pickle; the key is read from the environment."""
+    def from_pickle_state(
+        cls, state: dict[str, Any], *, key_env: str = "OPENAI_API_KEY", key_setting: str = "api_key"
+    ) -> ClientConfig:
+        """Rebuild settings on the far side of a pickle; a fixed key is read from the
+        environment variable `key_env` (else the error names `key_setting`)."""
         state = dict(state)
         had_key = state.pop("had_api_key")
         state.pop("custom_transport", None)  # written by chatlib 0.1.0
-        key = _env("OPENAI_API_KEY")
-        if had_key and key is None:
+        dropped = state.pop("dropped_secrets", None)
+        if dropped:
             raise MissingAPIKeyError(
-                "This client was pickled: its API key did not travel with it (keys are never "
-                "pickled). Set OPENAI_API_KEY in this process, or build the client here "
-                "with api_key=..."
+                f"This client was pickled with credentials in {', '.join(dropped)}, which "
+                "never travel in a pickle: build the client in this process with them"
             )
-        state["api_key"] = Secret(key) if had_key and key else None
+        provider = state.get("api_key")
+        if isinstance(provider, LostProvider):
+            raise provider.error()
+        if had_key:
+            key = _env(key_env)
+            if key is None:
+                raise MissingAPIKeyError(
+                    "This client was pickled: its API key did not travel with it (keys are "
+                    f"never pickled). Set {key_env} in this process, or build the client here "
+                    f"with {key_setting}=..."
+                )
+            state["api_key"] = Secret(key)
         return cls(**state)
 
 
 def client_repr(name: str, config: ClientConfig) -> str:
     """How a client shows itself: where it points and how, never its key."""
-    key = "set" if config.api_key is not None else "none"
+    key = config.api_key
+    shown = "none" if key is None else "set" if isinstance(key, Secret) else repr(key)
     return (
-        f"{name}(base_url={safe_url(config.base_url)!r}, api_key={key}, "
+        f"{name}(base_url={safe_url(config.base_url)!r}, api_key={shown}, "
         f"max_retries={config.max_retries}, timeout={config.timeout!r})"
     )

@@ -1,31 +1,36 @@
 """The send/retry flow of one call: a generator of I/O commands, driven by either facade.
 
 In the style of httpx's `Auth.auth_flow`: `request_flow` yields commands (`Send`,
-`ReadBody`, `Sleep`) and receives their outcomes; `SyncChat` drives it with blocking I/O and
-`time.sleep`, `AsyncChat` with `await` and `asyncio.sleep`. Nothing here does I/O, sleeps
-or reads a clock it was not handed, so a test steps the flow by hand and reads the delays
-it asks for.
+`ReadBody`, `Sleep`, and `GetCredential` for a key provider) and receives their outcomes;
+`SyncChat` drives it with blocking I/O and `time.sleep`, `AsyncChat` with `await` and
+`asyncio.sleep`. Nothing here does I/O, sleeps or reads a clock it was not handed, so a test
+steps the flow by hand and reads the delays it asks for.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Mapping
+import inspect
+from collections.abc import Callable, Generator, Mapping, Sequence
 from typing import Any, Generic, TypeVar, Union
 from urllib.parse import urljoin
 
 import attrs
 
 from chatlib import _log
+from chatlib._auth import KeyProvider, ProvidedCredential
 from chatlib._config import Timeout
-from chatlib._headers import header, is_credential, same_origin
+from chatlib._headers import Secrets, header, is_credential, same_origin
 from chatlib._request import HttpRequest
 from chatlib._retry import RetryPolicy
-from chatlib.errors import APIError, deadline_exceeded, error_from_response
+from chatlib.errors import APIError, deadline_exceeded, error_from_response, redact_error
 
 __all__ = [
     "Command",
+    "Deliver",
     "Finish",
     "Flow",
+    "GetCredential",
+    "ItemFlow",
     "ReadBody",
     "Send",
     "Sleep",
@@ -73,9 +78,45 @@ class Sleep:
     seconds: float
 
 
-Command = Union[Send, ReadBody, Sleep]
+@attrs.frozen
+class GetCredential:
+    """Call the key `provider` (`call` in a sync driver, `await acall()` in an async one);
+    answer with what it returned, or the exception it raised."""
+
+    provider: KeyProvider
+
+    def call(self) -> object:
+        """Call the provider: its result, or the exception it raised."""
+        try:
+            return self.provider()
+        except Exception as exc:
+            return exc
+
+    async def acall(self) -> object:
+        """Call the provider and await its result if it is awaitable."""
+        try:
+            value = self.provider()
+            if inspect.isawaitable(value):
+                value = await value
+            return value
+        except Exception as exc:
+            return exc
+
+
+Command = Union[Send, ReadBody, Sleep, GetCredential]
 Flow = Generator[Command, Any, _T]
 """A flow that yields commands and finally returns a `_T`."""
+
+
+@attrs.frozen
+class Deliver(Generic[_T]):
+    """Hand `items` to the user (a page of a list); answer with `None` once they are taken."""
+
+    items: Sequence[_T]
+
+
+ItemFlow = Generator[Union[Command, Deliver[_T]], Any, None]
+"""A flow that yields commands and, now and then, items for the user (`Deliver`)."""
 
 Finish = Callable[[Any], Flow[Union[_T, APIError]]]
 """What a call does with a 2xx response: read and parse it, or hand it over open. An
@@ -168,6 +209,8 @@ def request_flow(
     wall_clock: Callable[[], float],
     rand: Callable[[], float],
     deadline: float | None = None,
+    credential: ProvidedCredential | None = None,
+    secrets: Secrets | None = None,
 ) -> Flow[_T]:
     """Send `request` until it succeeds or fails for good, retrying per `policy`.
 
@@ -175,20 +218,52 @@ def request_flow(
     (up to `MAX_REDIRECTS`, not counted as retries); every attempt gets what is left of the
     total deadline. `clock` is monotonic seconds (the deadline), `wall_clock` Unix time
     (HTTP-date `Retry-After`), `rand` in [0, 1) (jitter).
+
+    With a `credential`, its provider is called once per attempt (`GetCredential`) and its
+    header added while the request stays on its first origin. Every credential sent is added
+    to `secrets`, and an error raised here has them redacted from the server's text.
     """
+    if secrets is None:
+        secrets = Secrets()
+    secrets.add_request(request.headers, request.url)
+    try:
+        return (
+            yield from _request_flow(
+                request, finish, policy, clock, wall_clock, rand, deadline, credential, secrets
+            )
+        )
+    except APIError as exc:
+        redact_error(exc, secrets)
+        raise
+
+
+def _request_flow(
+    request: HttpRequest,
+    finish: Finish[_T],
+    policy: RetryPolicy,
+    clock: Callable[[], float],
+    wall_clock: Callable[[], float],
+    rand: Callable[[], float],
+    deadline: float | None,
+    credential: ProvidedCredential | None,
+    secrets: Secrets,
+) -> Flow[_T]:
     if deadline is None and request.timeout.total is not None:
         deadline = clock() + request.timeout.total
     log = _log.CallLog(clock)
     attempt = redirects = 0
+    first_url = request.url
+    provided: tuple[str, str] | None = None
     while True:
+        if credential is not None and provided is None:
+            provided = credential.header((yield GetCredential(credential.provider)))
+            secrets.add(provided[1])
         timeout = _attempt_timeout(request.timeout, deadline, clock())
-        log.send(request, attempt)
-        outcome = yield from _attempt(
-            _with_timeout(request, timeout),
-            attempt,
-            finish,
-            may_redirect=redirects < MAX_REDIRECTS,
-        )
+        sent = _with_timeout(request, timeout)
+        if provided is not None and same_origin(request.url, first_url):
+            sent = attrs.evolve(sent, headers={**sent.headers, provided[0]: provided[1]})
+        log.send(sent, attempt)
+        outcome = yield from _attempt(sent, attempt, finish, may_redirect=redirects < MAX_REDIRECTS)
         error = outcome.error if isinstance(outcome, _Failed) else None
         log.outcome(request, attempt, outcome.status, outcome.headers, error)
         if isinstance(outcome, _Done):
@@ -196,13 +271,14 @@ def request_flow(
         if isinstance(outcome, _Redirected):
             request = follow_redirect(request, outcome.location)
             redirects += 1
-            continue  # a redirect is not a retry: same attempt, same budget
+            continue  # a redirect is not a retry: same attempt, same budget, same credential
         delay = _retry_delay(policy, attempt, outcome, deadline, clock, wall_clock, rand)
         if delay is None:
             raise outcome.error
         log.retry(request, attempt, delay, outcome.error)
         yield Sleep(delay)
         attempt += 1
+        provided = None  # the next attempt asks the provider again
 
 
 def _retry_delay(

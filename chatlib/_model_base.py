@@ -119,8 +119,10 @@ def local_field() -> Any:
 
 
 def is_local(field: attrs.Attribute[Any]) -> bool:
-    """Whether `field` is a client-side field (see `local_field`)."""
-    return bool(field.metadata.get(LOCAL))
+    """Whether `field` is client-side, not wire data: a `local_field`, or a private slot
+    (a leading `_`, such as the response headers a completion keeps beside its JSON)."""
+    name = field.name
+    return bool(field.metadata.get(LOCAL)) or (name[0] == "_" and name != "_fields_set")
 
 
 class Model:

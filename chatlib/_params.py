@@ -12,7 +12,7 @@ from __future__ import annotations
 import inspect
 import re
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import attrs
@@ -79,14 +79,20 @@ def with_request_signature(
     return decorate
 
 
-def spell_out_settings(function: Callable[..., Any]) -> None:
+def spell_out_settings(
+    function: Callable[..., Any],
+    names: Sequence[str] = SETTING_NAMES,
+    settings_type: Any = ClientSettings,
+) -> None:
     """Give `function(..., **settings: Unpack[ClientSettings])` a runtime signature listing
-    every setting (each defaults to `None`: from the environment, else the default)."""
+    every setting (each defaults to `None`: from the environment, else the default).
+
+    A client with settings of its own (Azure's) passes their `TypedDict` and their order."""
     signature = inspect.signature(function)
     fixed = [p for p in signature.parameters.values() if p.kind is not p.VAR_KEYWORD]
+    annotations = settings_type.__annotations__
     settings = [
-        inspect.Parameter(name, _KW, default=None, annotation=ClientSettings.__annotations__[name])
-        for name in SETTING_NAMES
+        inspect.Parameter(name, _KW, default=None, annotation=annotations[name]) for name in names
     ]
     function.__signature__ = signature.replace(  # type: ignore[attr-defined]
         parameters=fixed + settings
@@ -94,16 +100,38 @@ def spell_out_settings(function: Callable[..., Any]) -> None:
 
 
 _SETTINGS_ARG = re.compile(r"^( *)\*\*settings:.*(?:\n\1 .*)*", re.MULTILINE)
+_ENTRY = re.compile(r"^(\w+): ")
 
 
-def document_settings(doc: str | None) -> str | None:
+def _attribute_entries(source: Any) -> dict[str, list[str]]:
+    """The `Attributes:` entries of a class docstring, by name (each its lines, dedented)."""
+    _, _, attributes = (source.__doc__ or "").partition("Attributes:\n")
+    entries: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in textwrap.dedent(attributes).rstrip().splitlines():
+        match = _ENTRY.match(line)
+        if match is not None:
+            current = entries.setdefault(match.group(1), [])
+        if current is not None:
+            current.append(line)
+    return entries
+
+
+def document_settings(
+    doc: str | None,
+    names: Sequence[str] = SETTING_NAMES,
+    sources: Sequence[Any] = (ClientSettings,),
+) -> str | None:
     """`doc` with its `**settings:` argument replaced by one entry per setting, taken from
-    the `Attributes` of `ClientSettings` (written once, there)."""
-    source = ClientSettings.__doc__ or ""
-    _, _, attributes = source.partition("Attributes:\n")
-    if doc is None or not attributes:
+    the `Attributes` of `ClientSettings` (written once, there), or of the first of
+    `sources` that documents it."""
+    documented: dict[str, list[str]] = {}
+    for source in sources:
+        for name, lines in _attribute_entries(source).items():
+            documented.setdefault(name, lines)
+    if doc is None or not documented:
         return doc
-    lines = textwrap.dedent(attributes).rstrip().splitlines()
+    lines = [line for name in names for line in documented.get(name, ())]
 
     def entries(match: re.Match[str]) -> str:
         return textwrap.indent("\n".join(lines), match.group(1))

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 from collections import deque
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 from chatlib._accumulate import ChatCompletionAccumulator
-from chatlib._headers import request_id_of
+from chatlib._headers import Headers, request_id_of
+from chatlib._model_base import Model
 from chatlib._serde import ModelShapeError, converter
 from chatlib.errors import (
     APIResponseValidationError,
@@ -25,11 +26,18 @@ from chatlib.errors import (
 from chatlib.models import CreateChatCompletionChunk, CreateChatCompletionResponse
 from chatlib.sse import SSEDecoder
 
-__all__ = ["BodyCollector", "ChunkParser", "fold_chunk", "parse_completion"]
+__all__ = ["BodyCollector", "ChunkParser", "fold_chunk", "json_parser", "parse_completion"]
+
+_M = TypeVar("_M", bound=Model)
 
 
 _structure_completion = converter.get_structure_hook(CreateChatCompletionResponse)
 _structure_chunk = converter.get_structure_hook(CreateChatCompletionChunk)
+
+
+def _clip(text: str, limit: int = 200) -> str:
+    """`text`, cut to `limit` characters with `...` (so a redaction can see the cut)."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _is_error_object(data: dict[str, Any]) -> bool:
@@ -41,7 +49,38 @@ def _is_error_object(data: dict[str, Any]) -> bool:
 def parse_completion(
     status: int, headers: Mapping[str, str], raw: bytes
 ) -> CreateChatCompletionResponse:
-    """Parse a successful non-streaming answer; malformed ones raise with the raw body kept."""
+    """Parse a successful non-streaming answer; malformed ones raise with the raw body kept.
+
+    The completion keeps the response's headers (`.headers`, `.request_id`, `.rate_limits`).
+    """
+    result: CreateChatCompletionResponse = _parse_object(
+        status, headers, raw, _structure_completion, "a chat completion"
+    )
+    result._headers = Headers(headers)
+    return result
+
+
+def json_parser(cls: type[_M], what: str) -> Callable[[int, Mapping[str, str], bytes], _M]:
+    """A parser of 2xx JSON bodies into `cls` (called `what` in errors), with the same
+    checks as `parse_completion`: malformed bodies raise with the raw body kept."""
+    structure = converter.get_structure_hook(cls)
+
+    def parse(status: int, headers: Mapping[str, str], raw: bytes) -> _M:
+        result: _M = _parse_object(status, headers, raw, structure, what)
+        if isinstance(result, CreateChatCompletionResponse):
+            result._headers = Headers(headers)
+        return result
+
+    return parse
+
+
+def _parse_object(
+    status: int,
+    headers: Mapping[str, str],
+    raw: bytes,
+    structure: Callable[[Any, Any], Any],
+    what: str,
+) -> Any:
     request_id = request_id_of(headers)
     try:
         data = json.loads(raw)
@@ -65,16 +104,15 @@ def parse_completion(
             data, raw, request_id=request_id, where="error body with status 200"
         )
     try:
-        result: CreateChatCompletionResponse = _structure_completion(data, None)
+        return structure(data, None)
     except (ModelShapeError, TypeError, ValueError, AttributeError) as exc:
         raise APIResponseValidationError(
-            f"the answer does not have the shape of a chat completion: {exc}",
+            f"the answer does not have the shape of {what}: {exc}",
             status_code=status,
             raw_body=raw,
             body=data,
             request_id=request_id,
         ) from None
-    return result
 
 
 class BodyCollector:
@@ -190,7 +228,7 @@ class ChunkParser:
             raise error_from_stream_payload(payload, raw, request_id=self._request_id)
         if not isinstance(payload, dict):
             raise APIResponseValidationError(
-                f"a stream frame is not a JSON object: {data[:200]!r}",
+                f"a stream frame is not a JSON object: {_clip(data)!r}",
                 raw_body=data.encode("utf-8"),
                 body=payload,
                 request_id=self._request_id,

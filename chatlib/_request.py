@@ -1,9 +1,10 @@
-"""Building the HTTP request of a chat completion: pure, no I/O.
+"""Building HTTP requests: pure, no I/O.
 
 `build_request` validates a `CreateChatCompletionRequest` and turns it into an `HttpRequest`
-for a client's settings: the URL (a base URL's own query kept after the path), the headers
-(key, organization, project, idempotency key, defaults, per-call extras) and the JSON body
-(the fields that were set, messages in their clean request form, `extra_body` on top).
+for a client's settings: the URL (the endpoint's path, a base URL's own query kept after it),
+the headers (key, organization, project, idempotency key, defaults, per-call extras) and the
+JSON body (the fields that were set, messages in their clean request form, `extra_body` on
+top). `build_http_request` builds the other calls (stored completions) the same way.
 """
 
 from __future__ import annotations
@@ -12,19 +13,19 @@ import json
 import platform
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlencode
 
 import attrs
 
 from chatlib import __version__
-from chatlib._config import ClientConfig, Timeout
+from chatlib._config import ClientConfig, Secret, Timeout
+from chatlib._endpoint import OPENAI, Endpoint, join_url
 from chatlib._headers import redact, safe_url
 from chatlib._serde import make_unstructurer, unstructure
 from chatlib._validate import validate_request
 from chatlib.errors import InvalidArgumentError
 from chatlib.models import ChatMessage, CreateChatCompletionRequest
 
-__all__ = ["HttpRequest", "build_request", "request_body"]
+__all__ = ["HttpRequest", "base_headers", "build_http_request", "build_request", "request_body"]
 
 _USER_AGENT = f"chatlib/{__version__} python/{platform.python_version()}"
 _ASSISTANT_RESPONSE_ONLY = ("annotations",)
@@ -108,6 +109,48 @@ def _unencodable_field(request: CreateChatCompletionRequest, body: Mapping[str, 
     return "request"
 
 
+def base_headers(config: ClientConfig, endpoint: Endpoint, *, accept: str) -> dict[str, str]:
+    """The headers every request of a client carries before its defaults: what it accepts,
+    the user agent, a fixed credential (a provider's is added per attempt), organization
+    and project."""
+    headers: dict[str, str] = {"Accept": accept, "User-Agent": _USER_AGENT}
+    key = config.api_key
+    if isinstance(key, Secret):
+        name, value = endpoint.credential(key.reveal())
+        headers[name] = value
+    if config.organization:
+        headers["OpenAI-Organization"] = config.organization
+    if config.project:
+        headers["OpenAI-Project"] = config.project
+    return headers
+
+
+def build_http_request(
+    config: ClientConfig,
+    endpoint: Endpoint,
+    method: str,
+    path: str,
+    *,
+    query: Mapping[str, str] | None = None,
+    body: Any = None,
+    timeout: Timeout | None = None,
+) -> HttpRequest:
+    """A JSON request to `path` under the base URL (the stored-completion calls)."""
+    headers = base_headers(config, endpoint, accept="application/json")
+    payload = None
+    if body is not None:
+        headers = {"Content-Type": "application/json", **headers}
+        payload = _encode_json(body).encode("utf-8")
+    headers.update(config.default_headers)
+    return HttpRequest(
+        method=method,
+        url=join_url(config.base_url, path, {**config.default_query, **(query or {})}),
+        headers=headers,
+        body=payload,
+        timeout=timeout or config.timeout,
+    )
+
+
 def build_request(
     config: ClientConfig,
     request: CreateChatCompletionRequest,
@@ -115,6 +158,7 @@ def build_request(
     stream: bool,
     timeout: Timeout | None = None,
     idempotency_key: str | None = None,
+    endpoint: Endpoint = OPENAI,
 ) -> HttpRequest:
     """Validate `request` and turn it into an `HttpRequest` for `config`'s server."""
     validate_request(request)
@@ -131,30 +175,20 @@ def build_request(
         raise InvalidArgumentError(field, f"cannot be sent as JSON: {exc}") from None
     headers: dict[str, str] = {
         "Content-Type": "application/json",
-        "Accept": "text/event-stream" if stream else "application/json",
-        "User-Agent": _USER_AGENT,
+        **base_headers(
+            config, endpoint, accept="text/event-stream" if stream else "application/json"
+        ),
     }
-    if config.api_key is not None:
-        headers["Authorization"] = f"Bearer {config.api_key.reveal()}"
-    if config.organization:
-        headers["OpenAI-Organization"] = config.organization
-    if config.project:
-        headers["OpenAI-Project"] = config.project
     if idempotency_key:
         headers["Idempotency-Key"] = idempotency_key
     headers.update(config.default_headers)
     if request.extra_headers:
         headers.update(request.extra_headers)
     query = {**config.default_query, **(request.extra_query or {})}
-    # A base URL may carry its own query (Azure's `?api-version=`): the path goes before it.
-    base, _, base_query = config.base_url.partition("?")
-    url = f"{base.rstrip('/')}/chat/completions"
-    encoded = "&".join(part for part in (base_query, urlencode(query) if query else "") if part)
-    if encoded:
-        url += "?" + encoded
+    path = endpoint.chat_path(config.base_url, request.model)
     return HttpRequest(
         method="POST",
-        url=url,
+        url=join_url(config.base_url, path, query),
         headers=headers,
         body=payload.encode("utf-8"),
         timeout=timeout or config.timeout,

@@ -25,6 +25,8 @@ __all__ = ["converter", "structure", "unstructure"]
 
 _T = TypeVar("_T")
 _SKIP = frozenset({"extra", "_fields_set"})
+
+
 _PRIMITIVES = (str, int, float, bool, type(None))
 
 converter = cattrs.Converter()
@@ -186,6 +188,7 @@ def _make_structure_fn(cls: type[Model]) -> Callable[..., Any]:
         " else {k: v for k, v in d.items() if k not in _known})",
         "    o._fields_set = _frozenset(d)",
     ]
+    lines += [f"    o.{name} = None" for name in local]
     for name in null_lists:
         # A required list the server sent as null (vLLM's `"choices": null`) reads as []
         # but must serialise back as null: remember it with a marker in the set-field names.

@@ -17,8 +17,10 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 import attrs
 
 from chatlib._accumulate import ChatCompletionAccumulator
+from chatlib._headers import EMPTY_HEADERS, Headers, Secrets
+from chatlib._metadata import RateLimits
 from chatlib._parse import ChunkParser, fold_chunk
-from chatlib.errors import APIError, ChatLibError, deadline_exceeded
+from chatlib.errors import APIError, ChatLibError, deadline_exceeded, redact_error
 from chatlib.models import (
     CreateChatCompletionChunk,
     CreateChatCompletionRequest,
@@ -81,6 +83,7 @@ class StreamState:
         "parser",
         "pending",
         "response_headers",
+        "secrets",
     )
 
     def __init__(
@@ -93,12 +96,16 @@ class StreamState:
         request: CreateChatCompletionRequest | None = None,
         event_options: EventOptions | None = None,
         outputs: OutputPlan | None = None,
+        secrets: Secrets | None = None,
     ) -> None:
         self.parser = parser
         self.outputs = outputs  # how to parse the final completion, when types were asked for
         self.pending: deque[CreateChatCompletionChunk] = deque()
         self.finished = False
-        self.response_headers = response_headers
+        self.response_headers = (
+            response_headers if isinstance(response_headers, Headers) else Headers(response_headers)
+        )
+        self.secrets = secrets if secrets is not None else Secrets()
         self._clock = clock
         self._deadline = deadline  # the call's, fixed when it started: retries count too
         self._accumulator = ChatCompletionAccumulator()
@@ -126,16 +133,23 @@ class StreamState:
             self.finished = True
 
     def advance(self, piece: bytes | None) -> None:
-        """Take the next piece of the body, or `None` for its end (what both streams read)."""
-        if piece is None:
-            self.on_eof()
-        else:
-            self.on_bytes(piece)
+        """Take the next piece of the body, or `None` for its end (what both streams read).
+
+        The errors it raises (and `check`, `take`) have the call's credentials redacted."""
+        try:
+            if piece is None:
+                self.on_eof()
+            else:
+                self.on_bytes(piece)
+        except ChatLibError as exc:
+            redact_error(exc, self.secrets)
+            raise
 
     def check(self) -> None:
         """Raise the failure that was held back behind chunks already handed out, if any."""
         if self._failure is not None:
             failure, self._failure = self._failure, None
+            redact_error(failure, self.secrets)
             raise self.failed(failure)
 
     def take(self) -> CreateChatCompletionChunk:
@@ -145,6 +159,7 @@ class StreamState:
         try:
             fold_chunk(self._accumulator, chunk, self.parser.request_id)
         except ChatLibError as exc:
+            redact_error(exc, self.secrets)
             self.failed(exc)
             raise
         self._taken += 1
@@ -201,13 +216,16 @@ class StreamState:
 
     @property
     def accumulated(self) -> CreateChatCompletionResponse:
-        """The chunks handed out so far, merged into one completion."""
-        return self._accumulator.result()
+        """The chunks handed out so far, merged into one completion (which keeps the
+        response's headers)."""
+        result = self._accumulator.result()
+        result._headers = self.response_headers
+        return result
 
     def final_completion(self) -> CreateChatCompletionResponse:
         """The whole completion of a finished stream, parsed into the types the call asked
         for (`message.parsed`, `parsed_arguments`); raises what `OutputPlan.apply` raises."""
-        completion = self._accumulator.result()
+        completion = self.accumulated
         return completion if self.outputs is None else self.outputs.apply(completion)
 
 
@@ -231,14 +249,20 @@ class StreamBase(Generic[_R]):
     _closed: bool = False
 
     @property
-    def headers(self) -> Mapping[str, str]:
-        """The response headers (empty until the stream has started)."""
-        return self._response.headers if self._response is not None else {}
+    def headers(self) -> Headers:
+        """The response headers, read-only and case-insensitive (empty until the stream
+        has started)."""
+        return self._state.response_headers if self._state is not None else EMPTY_HEADERS
 
     @property
     def request_id(self) -> str | None:
         """The server's `x-request-id`."""
         return self._state.parser.request_id if self._state is not None else None
+
+    @property
+    def rate_limits(self) -> RateLimits:
+        """The `x-ratelimit-*` figures of the response (all `None` until it has started)."""
+        return RateLimits.from_headers(self.headers)
 
     @property
     def accumulated(self) -> CreateChatCompletionResponse:

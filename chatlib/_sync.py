@@ -17,7 +17,7 @@ from typing_extensions import Self, Unpack
 from chatlib._call import Call
 from chatlib._client import ClientBase
 from chatlib._config import ClientSettings, TimeoutLike
-from chatlib._flow import Flow, ReadBody, Send
+from chatlib._flow import Command, Deliver, Flow, GetCredential, ItemFlow, ReadBody, Send
 from chatlib._params import with_request_signature
 from chatlib._parse import BodyCollector
 from chatlib._stream import DRAIN_SECONDS, Drain, StreamBase, StreamState
@@ -34,6 +34,7 @@ from chatlib.models import (
 
 if TYPE_CHECKING:
     from chatlib._events import ChatCompletionStreamEvent  # loaded when `events()` first runs
+    from chatlib._stored_sync import StoredCompletions
     from chatlib.notebook import DisplayHandle
 
 __all__ = ["ChatStream", "SyncChat"]
@@ -56,25 +57,47 @@ def _read_body(response: SyncResponse, limit: int) -> bytes | APIError:
     return collector.result()
 
 
+def _perform(command: Command, transport: SyncTransport) -> Any:
+    """Do one command of a core flow with blocking I/O; return its outcome."""
+    if isinstance(command, Send):
+        try:
+            return transport.send(command.request)
+        except APIConnectionError as exc:
+            return exc
+    if isinstance(command, ReadBody):
+        return _read_body(command.response, command.limit)
+    if isinstance(command, GetCredential):
+        return command.call()
+    time.sleep(command.seconds)
+    return None
+
+
 def run_flow(flow: Flow[_T], transport: SyncTransport) -> _T:
     """Drive a core flow with blocking I/O: the whole sync driver."""
     outcome: Any = None
     try:
         while True:
-            command = flow.send(outcome)
-            if isinstance(command, Send):
-                try:
-                    outcome = transport.send(command.request)
-                except APIConnectionError as exc:
-                    outcome = exc
-            elif isinstance(command, ReadBody):
-                outcome = _read_body(command.response, command.limit)
-            else:
-                time.sleep(command.seconds)
-                outcome = None
+            outcome = _perform(flow.send(outcome), transport)
     except StopIteration as stop:
         result: _T = stop.value
         return result
+    finally:
+        flow.close()
+
+
+def iterate_flow(flow: ItemFlow[_T], transport: SyncTransport) -> Iterator[_T]:
+    """Drive a core flow that hands out items (the pages of a list), yielding them."""
+    outcome: Any = None
+    try:
+        while True:
+            command = flow.send(outcome)
+            if isinstance(command, Deliver):
+                yield from command.items
+                outcome = None
+            else:
+                outcome = _perform(command, transport)
+    except StopIteration:
+        return
     finally:
         flow.close()
 
@@ -449,6 +472,14 @@ class SyncChat(ClientBase[SyncTransport]):
                         yield outcome[-1]
         finally:
             loop.close()
+
+    @property
+    def stored(self) -> StoredCompletions:
+        """The completions the server stored (`store=True`): list, retrieve, update, delete
+        and their messages."""
+        from chatlib._stored_sync import StoredCompletions
+
+        return StoredCompletions(self)
 
     def close(self) -> None:
         """Close the connection pool (a transport or session you passed in stays open)."""

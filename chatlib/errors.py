@@ -13,7 +13,8 @@ import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from chatlib._headers import header, request_id_of, safe_url
+from chatlib._headers import Secrets, header, request_id_of, safe_url
+from chatlib._metadata import RateLimits
 
 if TYPE_CHECKING:
     from chatlib.models import CreateChatCompletionResponse
@@ -31,6 +32,7 @@ __all__ = [
     "ChatLibError",
     "ConflictError",
     "ContentFilterFinishReasonError",
+    "CredentialError",
     "IncompleteStreamError",
     "InsufficientQuotaError",
     "InternalServerError",
@@ -88,6 +90,25 @@ class MissingAPIKeyError(ChatLibError, ValueError):
     """No API key was given for a server that needs one."""
 
 
+class CredentialError(ChatLibError):
+    """A credential provider failed: it raised, or returned something that is not a usable
+    credential (an `api_key=` callable, an `azure_ad_token_provider`). Not retried.
+
+    Attributes:
+        provider: Which provider: the setting and the function's name, e.g.
+            `"api_key provider vault.read_key"`. Its own exception, if it raised one, is
+            chained as `__cause__`.
+    """
+
+    def __init__(self, provider: str, problem: str) -> None:
+        super().__init__(f"the {provider} {problem}")
+        self.provider = provider
+        self.problem = problem
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.provider, self.problem))
+
+
 class APIError(ChatLibError):
     """A request was made and did not produce a usable completion.
 
@@ -100,6 +121,11 @@ class APIError(ChatLibError):
             event, a missing `[DONE]`, a malformed frame): the completion merged from every
             chunk that arrived before the failure; `None` when none had, and for calls that
             do not stream.
+
+    A credential the client sent that the server's text repeats (a proxy echoing the
+    request headers, say) is replaced by `<redacted>` in `message`, `str(exc)`, `body` and
+    the server's fields; `raw_body` stays byte-exact, but its `repr` and its pickle are
+    redacted too.
     """
 
     partial: CreateChatCompletionResponse | None = None
@@ -134,6 +160,44 @@ def _rebuild(cls: type[Exception], state: dict[str, Any]) -> Exception:
     Exception.__init__(exc, state.get("message", ""))
     exc.__dict__.update(state)
     return exc
+
+
+class RawBody(bytes):
+    """The exact bytes a server sent, whose `repr` (and pickle) hide the credentials the
+    client sent that they repeat."""
+
+    _shown: bytes
+
+    def __new__(cls, raw: bytes, secrets: Secrets) -> RawBody:
+        body = super().__new__(cls, raw)
+        body._shown = secrets.data(raw)
+        return body
+
+    def __repr__(self) -> str:
+        return repr(self._shown)
+
+    __str__ = __repr__  # `bytes.__str__` would show the bytes themselves
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (bytes, (self._shown,))
+
+
+def redact_error(exc: ChatLibError, secrets: Secrets) -> None:
+    """Replace, in place, every credential of `secrets` that `exc` repeats from the
+    server's text: its message, args, body, server fields and headers (see `APIError`)."""
+    if not secrets or not isinstance(exc, APIError):
+        return
+    exc.message = secrets.text(exc.message)
+    exc.args = tuple(secrets.value(arg) for arg in exc.args)
+    exc.body = secrets.value(exc.body)
+    raw = exc.raw_body
+    if raw and secrets.data(raw) != raw:
+        exc.raw_body = RawBody(raw, secrets)
+    if isinstance(exc, APIStatusError):
+        exc.server_message = secrets.value(exc.server_message)
+        exc.headers = {name: secrets.text(value) for name, value in exc.headers.items()}
+        for name in ("type", "code", "param"):
+            setattr(exc, name, secrets.value(getattr(exc, name)))
 
 
 class APIResponseValidationError(APIError):
@@ -219,6 +283,11 @@ class APIStatusError(APIError):
         self.param = param
         self.request_id = request_id
         self.server_message = server_message
+
+    @property
+    def rate_limits(self) -> RateLimits:
+        """The `x-ratelimit-*` figures of the error response (all `None` when absent)."""
+        return RateLimits.from_headers(self.headers)
 
 
 class BadRequestError(APIStatusError):

@@ -19,8 +19,11 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, Union
 
+import attrs
 from typing_extensions import Required, TypedDict
 
+from chatlib._headers import EMPTY_HEADERS, Headers, request_id_of
+from chatlib._metadata import RateLimits
 from chatlib._model_base import EMPTY_EXTRA, Model, OpenEnum, local_field, model
 
 __all__ = [
@@ -28,10 +31,14 @@ __all__ = [
     "ChatCompletionAudio",
     "ChatCompletionChoice",
     "ChatCompletionChunkChoice",
+    "ChatCompletionDeleted",
     "ChatCompletionDelta",
+    "ChatCompletionList",
+    "ChatCompletionMessageList",
     "ChatCompletionMessageCustomToolCall",
     "ChatCompletionMessageToolCall",
     "ChatCompletionParams",
+    "ChatCompletionStoreMessage",
     "ChatCompletionTool",
     "ChatCompletionUsage",
     "ChatMessage",
@@ -621,7 +628,12 @@ class ChatCompletionChoice(Model):
 
 @model
 class CreateChatCompletionResponse(Model):
-    """A complete (non-streamed) chat completion."""
+    """A complete (non-streamed) chat completion.
+
+    Besides its JSON fields, a completion returned by `create()` (or read back with
+    `chat.stored`) knows the HTTP response it came in: `request_id`, `headers` and
+    `rate_limits`. They are not wire data: `to_dict()` and `==` ignore them; a pickle keeps them.
+    """
 
     id: str | None = None
     object: str | None = None
@@ -633,6 +645,7 @@ class CreateChatCompletionResponse(Model):
     service_tier: str | None = None
     metadata: dict[str, str] | None = None
     moderation: dict[str, Any] | None = None
+    _headers: Headers | None = attrs.field(default=None, init=False, eq=False, repr=False)
 
     @property
     def text(self) -> str:
@@ -647,6 +660,26 @@ class CreateChatCompletionResponse(Model):
         if not self.choices or self.choices[0].message is None:
             return None
         return self.choices[0].message.parsed
+
+    @property
+    def headers(self) -> Headers:
+        """The HTTP response headers, read-only and case-insensitive (empty for a completion
+        that did not come from a response: built by hand, merged from a stream's chunks
+        before it started, or an item of a list)."""
+        headers = self._headers
+        return EMPTY_HEADERS if headers is None else headers
+
+    @property
+    def request_id(self) -> str | None:
+        """The server's `x-request-id` for the response this completion came in."""
+        headers = self._headers
+        return None if headers is None else request_id_of(headers)
+
+    @property
+    def rate_limits(self) -> RateLimits:
+        """The `x-ratelimit-*` figures of the response this completion came in."""
+        headers = self._headers
+        return RateLimits() if headers is None else RateLimits.from_headers(headers)
 
 
 # ---------------------------------------------------------------- streaming
@@ -716,3 +749,48 @@ class CreateChatCompletionChunk(Model):
                 delta = choice.delta
                 return (delta.content or "") if delta is not None else ""
         return ""
+
+
+# ---------------------------------------------------------------- stored completions
+
+
+@model
+class ChatCompletionStoreMessage(ChatMessage):
+    """A message of a stored completion (`chat.stored.messages(...)`): a `ChatMessage` with
+    its `id` and, when it was sent as parts, its `content_parts`."""
+
+    id: str
+    content_parts: list[ContentPart] | None = None
+
+
+@model
+class ChatCompletionList(Model):
+    """One page of stored completions (`GET /chat/completions`); `chat.stored.list(...)`
+    reads the pages for you."""
+
+    object: str = "list"
+    data: list[CreateChatCompletionResponse]
+    first_id: str | None = None
+    last_id: str | None = None
+    has_more: bool = False
+
+
+@model
+class ChatCompletionMessageList(Model):
+    """One page of the messages of a stored completion
+    (`GET /chat/completions/{id}/messages`); `chat.stored.messages(...)` reads the pages."""
+
+    object: str = "list"
+    data: list[ChatCompletionStoreMessage]
+    first_id: str | None = None
+    last_id: str | None = None
+    has_more: bool = False
+
+
+@model
+class ChatCompletionDeleted(Model):
+    """The confirmation of `chat.stored.delete(id)`."""
+
+    object: str = "chat.completion.deleted"
+    id: str
+    deleted: bool

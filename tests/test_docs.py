@@ -11,17 +11,23 @@ How the Markdown is read (the conventions a docs author follows):
   scratch namespace holding ``server`` (the page's :class:`LocalServer`) and every name of
   :mod:`chatlib.testing`. Use it to script the replies an example expects, e.g.
   ``<!-- test-setup: server.enqueue(Reply('{"name": "Ada"}')) -->``. Readers never see it.
+* ``<!-- test-define: CODE -->`` right before a block: ``CODE`` runs first in the page's own
+  namespace: a stand-in, hidden from readers, for an object the example takes from a service a
+  test cannot reach (an Azure credential, say), defined by an earlier ``no-test`` block.
 * ``<!-- test-then: CODE -->`` right after a block's closing fence: ``CODE`` runs after the block,
   seeing the page's names plus ``docs_server`` (the page's :class:`LocalServer`) and ``asyncio``.
   Use it to call a function the example only defines (a pytest test, say).
 * ``<!-- same-as: module.function -->`` before a block that quotes chatlib's own source: the
   block must equal that object's source (so a quoted driver cannot drift from the real one).
 * Top-level ``await`` is allowed (notebook style): such a block runs in a fresh event loop.
-* The environment of every page: ``OPENAI_BASE_URL`` points at a :class:`LocalServer` (script
-  and records cleared for each page) that echoes the last user message (``"Echo: <text>"``) and
-  requires ``OPENAI_API_KEY``, which is set to a dummy key; ``OPENAI_ORG_ID`` and
-  ``OPENAI_PROJECT_ID`` are unset. Examples may construct clients for real providers (nothing
-  connects until a call).
+* The environment of every page: ``OPENAI_BASE_URL`` points at a :class:`LocalServer` (script,
+  records and stored completions cleared for each page) that echoes the last user message
+  (``"Echo: <text>"``) and requires ``OPENAI_API_KEY``, which is set to a dummy key;
+  ``OPENAI_ORG_ID``, ``OPENAI_PROJECT_ID``, ``CHATLIB_LOG`` and ``OPENAI_LOG`` are unset. The
+  same server speaks Azure's dialect: ``AZURE_OPENAI_ENDPOINT`` points at it,
+  ``AZURE_OPENAI_API_KEY`` is the same dummy key (also accepted as an Entra bearer token) and
+  ``OPENAI_API_VERSION`` is set; ``AZURE_OPENAI_AD_TOKEN`` is unset. Examples may construct
+  clients for real providers (nothing connects until a call).
 * Every ``SyncChat``/``AsyncChat`` left in the page's namespace is closed after the page (the
   async ones at the end of the block's event loop), so a page leaks nothing.
 
@@ -32,6 +38,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import dataclasses
 import gc
 import importlib
 import inspect
@@ -72,6 +79,7 @@ class Block:
     setup: list[str]
     then: list[str]
     same_as: str | None = None
+    define: list[str] = dataclasses.field(default_factory=list)
 
 
 def extract_blocks(path: Path) -> list[Block]:
@@ -90,7 +98,7 @@ def extract_blocks(path: Path) -> list[Block]:
         while end < len(lines) and not _FENCE_CLOSE.match(lines[end]):
             end += 1
         if is_python:
-            skip, setup, then, same_as = False, [], [], None
+            skip, setup, then, same_as, define = False, [], [], None, []
             j = i - 1
             while j >= 0 and lines[j].strip():
                 comment = _COMMENT.match(lines[j].strip())
@@ -103,6 +111,8 @@ def extract_blocks(path: Path) -> list[Block]:
                     same_as = text.removeprefix("same-as:").strip()
                 elif text.startswith("test-setup:"):
                     setup.insert(0, text.removeprefix("test-setup:").strip())
+                elif text.startswith("test-define:"):
+                    define.insert(0, text.removeprefix("test-define:").strip())
                 j -= 1
             k = end + 1
             while k < len(lines) and (comment := _COMMENT.match(lines[k].strip())) is not None:
@@ -110,7 +120,7 @@ def extract_blocks(path: Path) -> list[Block]:
                     then.append(comment.group(1).removeprefix("test-then:").strip())
                 k += 1
             code = "\n".join(lines[start:end]) + "\n"
-            blocks.append(Block(path, start + 1, code, skip, setup, then, same_as))
+            blocks.append(Block(path, start + 1, code, skip, setup, then, same_as, define))
         i = end + 1
     return blocks
 
@@ -140,6 +150,11 @@ def docs_env(docs_server: LocalServer, monkeypatch: pytest.MonkeyPatch) -> Itera
     monkeypatch.setenv("OPENAI_API_KEY", API_KEY)
     monkeypatch.delenv("OPENAI_ORG_ID", raising=False)
     monkeypatch.delenv("OPENAI_PROJECT_ID", raising=False)
+    monkeypatch.setenv("AZURE_OPENAI_ENDPOINT", docs_server.url)
+    monkeypatch.setenv("AZURE_OPENAI_API_KEY", API_KEY)
+    monkeypatch.setenv("OPENAI_API_VERSION", "2024-10-21")
+    for name in ("AZURE_OPENAI_AD_TOKEN", "CHATLIB_LOG", "OPENAI_LOG"):
+        monkeypatch.delenv(name, raising=False)
     yield docs_server
     docs_server.clear()
 
@@ -158,6 +173,8 @@ def run_page(path: Path, server: LocalServer) -> int:
             for setup in block.setup:
                 scratch = {**vars(chatlib.testing), "server": server}
                 exec(compile(setup, f"{path}:{block.line - 1} (test-setup)", "exec"), scratch)
+            for define in block.define:
+                exec(compile(define, f"{path}:{block.line - 1} (test-define)", "exec"), namespace)
             code = _compile(block)
             if code.co_flags & inspect.CO_COROUTINE:
 
@@ -209,14 +226,22 @@ def test_extract_blocks_reads_the_marks(tmp_path: Path) -> None:
         "<!-- no-test -->\n```python\nraise SystemExit\n```\n"
         "```bash\nrm -rf /\n```\n"
         "<!-- test-setup: server.enqueue(Reply('a')) -->\n<!-- test-setup: y = 2 -->\n"
+        "<!-- test-define: token = 'x' -->\n"
         "```py\nz = 3\n```\n<!-- test-then: check(z) -->\n",
         encoding="utf-8",
     )
     blocks = extract_blocks(page)
-    assert [(b.line, b.code, b.skip, b.setup, b.then) for b in blocks] == [
-        (3, "x = 1\n", False, [], []),
-        (7, "raise SystemExit\n", True, [], []),
-        (15, "z = 3\n", False, ["server.enqueue(Reply('a'))", "y = 2"], ["check(z)"]),
+    assert [(b.line, b.code, b.skip, b.setup, b.then, b.define) for b in blocks] == [
+        (3, "x = 1\n", False, [], [], []),
+        (7, "raise SystemExit\n", True, [], [], []),
+        (
+            16,
+            "z = 3\n",
+            False,
+            ["server.enqueue(Reply('a'))", "y = 2"],
+            ["check(z)"],
+            ["token = 'x'"],
+        ),
     ]
 
 

@@ -214,7 +214,9 @@ def test_debug_log_tells_each_attempt_without_the_key_or_the_body(
         assert_secret_absent(record.getMessage(), repr(vars(record)))
         assert PRIVATE not in record.getMessage()
     records = chatlib_records(caplog)
-    assert all(record["levelno"] == logging.DEBUG for record in records)
+    for record in records:  # retries at INFO, the rest at DEBUG
+        expected = logging.INFO if record["chatlib_event"] == "retry" else logging.DEBUG
+        assert record["levelno"] == expected, record["message"]
     events = [(r["chatlib_event"], r["attempt"], r.get("http_status")) for r in records]
     assert events == [
         ("send", 0, None),
@@ -258,22 +260,28 @@ def test_debug_log_names_a_connection_error(facade: Any, caplog: pytest.LogCaptu
     assert_secret_absent(outcome["message"])
 
 
-def test_nothing_is_logged_nor_formatted_when_debug_is_off(
-    facade: Any, server: LocalServer, caplog: pytest.LogCaptureFixture, monkeypatch: Any
+@pytest.mark.parametrize("level", [logging.INFO, logging.WARNING])
+def test_nothing_is_logged_nor_formatted_below_the_logger_level(
+    facade: Any,
+    server: LocalServer,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: Any,
+    level: int,
 ) -> None:
-    caplog.set_level(logging.INFO, logger="chatlib")
+    caplog.set_level(level, logger="chatlib")
 
     def must_not_run(*args: Any, **kwargs: Any) -> None:
-        raise AssertionError("logging work done while DEBUG is off")
+        raise AssertionError("logging work done for a level that is off")
 
-    for name in ("log_send", "log_outcome", "log_retry"):
+    for name in ("log_send", "log_outcome") + (("log_retry",) if level > logging.INFO else ()):
         monkeypatch.setattr(f"chatlib._log.{name}", must_not_run)
     server.enqueue(ErrorReply(503, headers={"retry-after-ms": "1"}))
     client = facade.client(base_url=server.base_url, api_key=KEY, timeout=FAST)
 
     client.create(model="m", messages=[USER])
 
-    assert chatlib_records(caplog) == []
+    events = [record["chatlib_event"] for record in chatlib_records(caplog)]
+    assert events == (["retry"] if level == logging.INFO else [])
 
 
 def test_the_chatlib_logger_prints_nothing_by_default() -> None:

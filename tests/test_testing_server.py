@@ -487,8 +487,9 @@ def test_other_paths_are_404_and_bad_json_is_400(server: LocalServer) -> None:
     for method, path in [
         ("GET", "/v1/models"),
         ("POST", "/v1/completions"),
-        ("GET", "/v1/chat/completions"),
+        ("PUT", "/v1/chat/completions"),  # GET lists the stored completions
         ("POST", "/chat/completions"),
+        ("PATCH", "/v1/chat/completions/chatcmpl-1"),
     ]:
         resp = requests.request(method, server.url + path, json={}, timeout=5)
         assert resp.status_code == 404, path

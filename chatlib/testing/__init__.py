@@ -84,8 +84,13 @@ server.enqueue(InStreamError({"message": "overloaded", "type": "server_error"}))
 A script can also be written as JSON (`script_from_json`), which is how `chatlib serve
 --script FILE` serves scripted replies to programs written in any language.
 
-Requests to any other path get an OpenAI-shaped 404, malformed JSON a 400; neither consumes a
-scripted action. Every request, on any path, is recorded in `LocalServer.requests`.
+Completions made with `"store": true` are kept and served by the stored-completion endpoints
+(`GET /v1/chat/completions`, `GET`/`POST`/`DELETE /v1/chat/completions/{id}`,
+`GET /v1/chat/completions/{id}/messages`); Azure's paths (`/openai/deployments/{deployment}/
+chat/completions?api-version=...`, an `api-key` header) are answered too, with Azure's
+content-filter fields. Requests to any other path get an OpenAI-shaped 404, malformed JSON a
+400; neither consumes a scripted action. Every request, on any path, is recorded in
+`LocalServer.requests`.
 """
 
 from __future__ import annotations

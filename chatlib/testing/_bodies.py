@@ -85,9 +85,12 @@ class Call:
     prompt_tokens: int
     completion_id: str
     created: int
+    azure: bool = False
 
     @classmethod
-    def from_payload(cls, payload: dict[str, Any], default_model: str) -> Call:
+    def from_payload(
+        cls, payload: dict[str, Any], default_model: str, *, azure: bool = False
+    ) -> Call:
         model = payload.get("model")
         n = payload.get("n")
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
@@ -114,6 +117,7 @@ class Call:
             prompt_tokens=prompt_words,
             completion_id=new_id("chatcmpl-"),
             created=int(time.time()),
+            azure=azure,
         )
 
 
@@ -187,8 +191,19 @@ def _counted_usage(
     }
 
 
+# What Azure OpenAI adds to its answers: the content filters' verdicts, all safe here.
+_SAFE: Final = {"filtered": False, "severity": "safe"}
+_CONTENT_FILTERS: Final = {name: _SAFE for name in ("hate", "self_harm", "sexual", "violence")}
+_PROMPT_FILTERS: Final = [{"prompt_index": 0, "content_filter_results": _CONTENT_FILTERS}]
+
+
 def completion_body(call: Call, reply: Reply) -> bytes:
     """The `application/json` ChatCompletion of a non-streamed reply."""
+    return dumps(completion_dict(call, reply))
+
+
+def completion_dict(call: Call, reply: Reply) -> dict[str, Any]:
+    """The ChatCompletion of a reply, as a dict (what `store: true` keeps)."""
     resolved = _resolve(call, reply)
     message: dict[str, Any] = {
         "role": "assistant",
@@ -200,26 +215,29 @@ def completion_body(call: Call, reply: Reply) -> bytes:
         message["reasoning_content"] = reply.reasoning_content
     if resolved.tool_calls:
         message["tool_calls"] = resolved.tool_calls
-    return dumps(
-        {
-            "id": call.completion_id,
-            "object": "chat.completion",
-            "created": call.created,
-            "model": call.model,
-            "choices": [
-                {
-                    "index": index,
-                    "message": dict(message),
-                    "logprobs": None,
-                    "finish_reason": resolved.finish_reason,
-                }
-                for index in range(call.n)
-            ],
-            "usage": resolved.usage,
-            "service_tier": "default",
-            "system_fingerprint": _FINGERPRINT,
-        }
-    )
+    completion: dict[str, Any] = {
+        "id": call.completion_id,
+        "object": "chat.completion",
+        "created": call.created,
+        "model": call.model,
+        "choices": [
+            {
+                "index": index,
+                "message": dict(message),
+                "logprobs": None,
+                "finish_reason": resolved.finish_reason,
+            }
+            for index in range(call.n)
+        ],
+        "usage": resolved.usage,
+        "service_tier": "default",
+        "system_fingerprint": _FINGERPRINT,
+    }
+    if call.azure:
+        completion["prompt_filter_results"] = _PROMPT_FILTERS
+        for choice in completion["choices"]:
+            choice["content_filter_results"] = _CONTENT_FILTERS
+    return completion
 
 
 def _choice_deltas(resolved: _Resolved, reply: Reply) -> list[dict[str, Any]]:
@@ -272,11 +290,14 @@ def stream_events(call: Call, reply: Reply, *, complete: bool = True) -> list[by
         return obj
 
     per_choice = _choice_deltas(resolved, reply)
+    events: list[bytes] = []
+    if call.azure:  # Azure's first chunk: no choices, empty ids, the prompt's filter results
+        first = {"choices": [], "created": 0, "id": "", "model": "", "object": ""}
+        events.append(sse({**first, "prompt_filter_results": _PROMPT_FILTERS}))
     choices: list[list[tuple[dict[str, Any], str | None]]] = [
         [(delta, None) for delta in per_choice] + [({}, resolved.finish_reason)]
         for _ in range(call.n)
     ]
-    events: list[bytes] = []
     for step in range(len(choices[0])):
         # Interleave the choices; every other step in reverse index order, like servers that
         # run choices in parallel (index 1 may come before index 0).
@@ -287,6 +308,8 @@ def stream_events(call: Call, reply: Reply, *, complete: bool = True) -> list[by
                 return events
             choice: dict[str, Any] = {"index": index, "delta": delta, "logprobs": None}
             choice["finish_reason"] = finish_reason
+            if call.azure:
+                choice["content_filter_results"] = {} if finish_reason else _CONTENT_FILTERS
             events.append(sse(chunk([choice])))
     if call.include_usage:
         usage_chunk = chunk([])

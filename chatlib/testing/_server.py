@@ -16,11 +16,12 @@ from typing import Any, Final, Literal, cast, get_args
 
 from aiohttp import web
 
-from chatlib.testing._bodies import Call
+from chatlib.testing._bodies import Call, completion_dict, dumps
 from chatlib.testing._playback import play
-from chatlib.testing._routing import Refusal, admit
+from chatlib.testing._routing import Refusal, StoredRoute, admit
+from chatlib.testing._store import CompletionStore
 from chatlib.testing._wire import Dropped, Exchange
-from chatlib.testing.actions import Action, RecordedRequest, Reply, Responder
+from chatlib.testing.actions import Action, InStreamError, RecordedRequest, Reply, Responder
 
 _ACTION_TYPES: Final = get_args(Action)
 _MAX_REQUEST_BODY: Final = 64 * 1024 * 1024
@@ -38,11 +39,24 @@ class LocalServer:
     event loop, no thread). Starting an already started server, or stopping a stopped one, does
     nothing; a stopped server can be started again (on a new ephemeral port when `port=0`).
 
+    It also speaks Azure OpenAI's dialect: `POST /openai/deployments/{deployment}/chat/
+    completions?api-version=...` is answered like `/v1/chat/completions`, with Azure's
+    `prompt_filter_results` and `content_filter_results` added; an `api-key` header is
+    accepted there, and a request without `api-version` gets a 404.
+
+    Completions made with `"store": true` (and answered with a `Reply`) are kept, and served
+    by the stored-completion endpoints, under `/v1` (and `/openai`, Azure-style):
+    `GET /chat/completions` (`after`, `limit`, `order`, `model`, `metadata[key]`),
+    `GET`/`POST`/`DELETE /chat/completions/{id}` and `GET /chat/completions/{id}/messages`.
+    Those requests consume the next scripted action only when it is a fault (anything but a
+    `Reply` or an `InStreamError`), so retries can be tested on them too.
+
     Args:
         host: The address to listen on (loopback by default).
         port: The port; `0` picks a free ephemeral port (see `url`).
-        api_key: When set, every request must carry `Authorization: Bearer <api_key>`, else
-            it gets a 401 with an OpenAI-shaped error body (and consumes no scripted action).
+        api_key: When set, every request must carry `Authorization: Bearer <api_key>` (or,
+            under `/openai`, `api-key: <api_key>`), else it gets a 401 with an
+            OpenAI-shaped error body (and consumes no scripted action).
         model: The `model` reported when a request does not name one.
         write_size: When set, every response body is written in pieces of at most this many
             bytes, each flushed separately, so clients see tiny, arbitrary chunk boundaries
@@ -73,6 +87,7 @@ class LocalServer:
         self._lock = threading.Lock()  # guards _script and _requests
         self._script: deque[Action | Responder] = deque()
         self._requests: list[RecordedRequest] = []
+        self._store = CompletionStore()
         self._state_lock = threading.Lock()  # guards start/stop transitions
         self._mode: Literal["thread", "async"] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -121,11 +136,26 @@ class LocalServer:
         with self._lock:
             self._script.extend(actions)
 
+    @property
+    def stored(self) -> list[dict[str, Any]]:
+        """The stored completions (made with `"store": true`), oldest first, as the
+        retrieve endpoint shows them (a snapshot)."""
+        page = self._store.answer("list", None, {"limit": "100"}, None).body
+        items: list[dict[str, Any]] = []
+        while True:
+            items.extend(page["data"])
+            if not page["has_more"]:
+                return items
+            query = {"limit": "100", "after": page["last_id"]}
+            page = self._store.answer("list", None, query, None).body
+
     def clear(self) -> None:
-        """Drop the remaining scripted actions and the recorded requests."""
+        """Drop the remaining scripted actions, the recorded requests and the stored
+        completions."""
         with self._lock:
             self._script.clear()
             self._requests.clear()
+        self._store.clear()
 
     # -- sync lifecycle ----------------------------------------------------------------------
 
@@ -357,10 +387,29 @@ class LocalServer:
         record = _record(exchange.request, await exchange.request.read())
         with self._lock:
             self._requests.append(record)
-        admitted = admit(record, self.api_key)
-        if isinstance(admitted, Refusal):
-            status, message, code = admitted
+        route = admit(record, self.api_key)
+        if isinstance(route, Refusal):
+            status, message, code = route
             await exchange.send_error(status, message, "invalid_request_error", code)
+            return
+        if isinstance(route, StoredRoute):
+            with self._lock:
+                fault = self._script[0] if self._script else None
+                # Only a fault is for a stored-completion request: a reply, an in-stream
+                # error or a responder waits for the next chat completion.
+                if not isinstance(fault, _ACTION_TYPES) or isinstance(
+                    fault, (Reply, InStreamError)
+                ):
+                    fault = None
+                else:
+                    self._script.popleft()
+            if fault is not None:
+                await play(exchange, Call.from_payload({}, self.model), fault)
+                return
+            answer = self._store.answer(
+                route.operation, route.completion_id, record.query, route.body
+            )
+            await exchange.send(answer.status, {}, [dumps(answer.body)])
             return
         with self._lock:
             scripted = self._script.popleft() if self._script else Reply()
@@ -369,7 +418,10 @@ class LocalServer:
             action = cast(Responder, scripted)(record)
         if not isinstance(action, _ACTION_TYPES):
             raise TypeError(f"the responder {scripted!r} returned {action!r}, not an action")
-        await play(exchange, Call.from_payload(admitted, self.model), cast(Action, action))
+        call = Call.from_payload(route.payload, self.model, azure=route.deployment is not None)
+        if isinstance(action, Reply) and route.payload.get("store") is True:
+            self._store.add(completion_dict(call, action), route.payload)
+        await play(exchange, call, cast(Action, action))
 
 
 def _record(request: web.Request, body: bytes) -> RecordedRequest:

@@ -1,0 +1,100 @@
+"""`chat.stored` on `SyncChat`: the stored-completion calls, driven with blocking I/O.
+
+Every rule (arguments, requests, pagination) is `chatlib._stored`'s; this class only runs
+its flows. `_stored_async.py` is this file with `await`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING
+
+from chatlib._config import TimeoutLike
+from chatlib._stored import StoredPlan, parse_deleted, parse_stored
+from chatlib._sync import iterate_flow, run_flow
+from chatlib.models import (
+    ChatCompletionDeleted,
+    ChatCompletionStoreMessage,
+    CreateChatCompletionResponse,
+)
+
+if TYPE_CHECKING:
+    from chatlib._sync import SyncChat
+
+__all__ = ["StoredCompletions"]
+
+
+class StoredCompletions:
+    """The completions a server stored (those created with `store=True`): `chat.stored`.
+
+    `list` and `messages` return iterators that fetch the pages as you go (`after` the last
+    id of the previous page, while the server says `has_more`). Every call has the retries,
+    timeouts and errors of `create`; `timeout=` overrides the client's for one call (for a
+    list: for each page).
+    """
+
+    def __init__(self, chat: SyncChat) -> None:
+        self._chat = chat
+
+    def _plan(self) -> StoredPlan:
+        return StoredPlan(self._chat._config, self._chat._endpoint)
+
+    def list(
+        self,
+        *,
+        model: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        order: str = "asc",
+        limit: int | None = None,
+        timeout: TimeoutLike | None = None,
+    ) -> Iterator[CreateChatCompletionResponse]:
+        """Every stored completion, page after page (nothing is sent until you iterate).
+
+        Args:
+            model: Only the completions made with this model.
+            metadata: Only the completions whose metadata has all these pairs.
+            order: `"asc"` (oldest first, the default) or `"desc"`.
+            limit: Completions per page (the server's default is 20).
+            timeout: For each page's request.
+        """
+        flow = self._plan().list(
+            model=model, metadata=metadata, order=order, limit=limit, timeout=timeout
+        )
+        return iterate_flow(flow, self._chat._transport)
+
+    def retrieve(
+        self, completion_id: str, *, timeout: TimeoutLike | None = None
+    ) -> CreateChatCompletionResponse:
+        """The stored completion `completion_id` (with its `metadata`)."""
+        call = self._plan().retrieve(completion_id, timeout=timeout)
+        return run_flow(call.json_flow(parse_stored), self._chat._transport)
+
+    def update(
+        self,
+        completion_id: str,
+        *,
+        metadata: Mapping[str, str] | None,
+        timeout: TimeoutLike | None = None,
+    ) -> CreateChatCompletionResponse:
+        """Replace the metadata of a stored completion (`None` clears it); returns it."""
+        call = self._plan().update(completion_id, metadata, timeout=timeout)
+        return run_flow(call.json_flow(parse_stored), self._chat._transport)
+
+    def delete(
+        self, completion_id: str, *, timeout: TimeoutLike | None = None
+    ) -> ChatCompletionDeleted:
+        """Delete a stored completion; returns the server's confirmation."""
+        call = self._plan().delete(completion_id, timeout=timeout)
+        return run_flow(call.json_flow(parse_deleted), self._chat._transport)
+
+    def messages(
+        self,
+        completion_id: str,
+        *,
+        order: str = "asc",
+        limit: int | None = None,
+        timeout: TimeoutLike | None = None,
+    ) -> Iterator[ChatCompletionStoreMessage]:
+        """The messages that were sent to make a stored completion, page after page."""
+        flow = self._plan().messages(completion_id, order=order, limit=limit, timeout=timeout)
+        return iterate_flow(flow, self._chat._transport)
