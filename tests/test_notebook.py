@@ -579,9 +579,7 @@ def test_the_quickstart_notebook_runs_in_a_real_kernel(tmp_path: Path) -> None:
     assert text.data["text/plain"] == "'Echo: Stream asynchronously'"
 
     (parsed,) = cell_with("response_format=City").outputs
-    assert parsed.data["text/plain"] == (
-        "City(name='Paris', country='France', population=2102650)"
-    )
+    assert parsed.data["text/plain"] == ("City(name='Paris', country='France', population=2102650)")
     (looped,) = cell_with("tools=[get_forecast]").outputs
     assert "Tomorrow will be sunny in Rome, around 24 °C." in looped.data["text/markdown"]
 
