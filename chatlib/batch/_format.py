@@ -263,8 +263,13 @@ def success_line(
     custom_id: str, status: int, headers: Mapping[str, str], raw_body: bytes, body: Any
 ) -> bytes:
     """The output line of a request that succeeded; the server's body kept as it came
-    (re-encoded only when it spans several lines)."""
+    (re-encoded from `body`, the parsed answer or its model, only when it spans several
+    lines)."""
     if b"\n" in raw_body or b"\r" in raw_body:
+        if body is None:
+            body = json.loads(raw_body)
+        elif hasattr(body, "to_dict"):
+            body = body.to_dict()
         raw_body = _encode(body).encode("utf-8")
     head = (
         f'{{"id":"{_line_id()}","custom_id":{_encode(custom_id)},'
