@@ -42,6 +42,14 @@ CORE = [
     "errors.py",
     "models.py",
     "sse.py",
+    # The batch runner's rules (its I/O is in batch/_runner.py and the cluster modules).
+    "batch/_flow.py",
+    "batch/_format.py",
+    "batch/_idset.py",
+    "batch/_limits.py",
+    "batch/_progress.py",
+    "batch/_resume.py",
+    "batch/_summary.py",
 ]
 IO_MODULES = {"asyncio", "socket", "ssl", "threading", "requests", "urllib3", "aiohttp", "http"}
 
