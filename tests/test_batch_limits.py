@@ -237,7 +237,8 @@ def test_a_429_pauses_then_resends_without_spending_the_requests_retries() -> No
     assert isinstance(flow.send(FakeResponse(200)), ReadBody)
     with pytest.raises(StopIteration) as done:
         flow.send(ANSWER)
-    assert done.value.value.completion.text == "ok"
+    assert done.value.value.data["choices"][0]["message"]["content"] == "ok"
+    assert done.value.value.usage() == (1, 1, 2)
     assert counters.retries == 1
 
 

@@ -83,12 +83,15 @@ def test_bad_lines_are_reported_in_the_output_never_skipped(
                 json.dumps({"custom_id": "b", "body": {"model": "m", "messages": []}}),
                 json.dumps({"custom_id": "c", "body": body("4", temperature="warm")}),
                 json.dumps({"custom_id": "d", "body": body("5")}),
+                json.dumps(
+                    {"custom_id": "e", "body": {"messages": [{"role": "user", "content": "6"}]}}
+                ),
             ]
         )
         + "\n"
     )
     summary = run(source, tmp_path / "out.jsonl", chat=chat, progress=False)
-    assert (summary.succeeded, summary.invalid, summary.failed) == (2, 5, 0)
+    assert (summary.succeeded, summary.invalid, summary.failed) == (2, 6, 0)
     results = list(read_results(tmp_path / "out.jsonl"))
     errors = {(r.custom_id, r.error.code, r.error.line) for r in results if r.error}
     assert errors == {
@@ -97,12 +100,14 @@ def test_bad_lines_are_reported_in_the_output_never_skipped(
         (None, "duplicate_custom_id", 4),
         ("b", "invalid_body", 6),
         ("c", "invalid_body", 7),
+        ("e", "invalid_body", 9),
     }
     messages = " ".join(r.error.message for r in results if r.error)
     assert "line 6: body.messages" in messages and "line 7: body.temperature" in messages
+    assert "line 9: body.model" in messages
     assert len(server.requests) == 2
     again = run(source, tmp_path / "out.jsonl", chat=chat, progress=False)
-    assert (again.skipped, again.invalid, again.succeeded) == (7, 0, 0)  # reported once
+    assert (again.skipped, again.invalid, again.succeeded) == (8, 0, 0)  # reported once
 
 
 def test_a_request_that_fails_is_written_with_its_error_and_the_batch_goes_on(

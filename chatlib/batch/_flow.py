@@ -15,6 +15,7 @@ that flow drives this one (the runner uses `AsyncChat`'s). Around it:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
@@ -22,11 +23,15 @@ import attrs
 
 from chatlib._flow import ERROR_BODY_LIMIT, Flow, ReadBody, Send, Sleep
 from chatlib._headers import request_id_of
-from chatlib._parse import parse_completion
+from chatlib._parse import _is_error_object as is_error_object
 from chatlib._retry import RetryPolicy
 from chatlib.batch._limits import RateLimiter
-from chatlib.errors import APIError, error_from_response
-from chatlib.models import CreateChatCompletionResponse
+from chatlib.errors import (
+    APIError,
+    APIResponseValidationError,
+    error_from_response,
+    error_from_stream_payload,
+)
 
 __all__ = ["Answer", "Counters", "line_flow", "parse_answer"]
 
@@ -43,28 +48,67 @@ class Counters:
 
 @attrs.frozen
 class Answer:
-    """A successful answer: its status, headers, the body as it came, and the completion."""
+    """A successful answer: its status, headers, the body as it came, and that body parsed."""
 
     status: int
     headers: Mapping[str, str]
     raw: bytes
-    completion: CreateChatCompletionResponse
+    data: dict[str, Any]
 
     @property
     def request_id(self) -> str | None:
         """The server's request id."""
         return request_id_of(self.headers)
 
-    @property
-    def total_tokens(self) -> int | None:
-        """The answer's `usage.total_tokens`, when it has one."""
-        usage = self.completion.usage
-        return None if usage is None else usage.total_tokens
+    def usage(self) -> tuple[int, int, int]:
+        """The answer's `usage` as (prompt, completion, total) tokens; zeros when absent."""
+        usage = self.data.get("usage")
+        if not isinstance(usage, dict):
+            return 0, 0, 0
+        figures = [usage.get(k) for k in ("prompt_tokens", "completion_tokens", "total_tokens")]
+        prompt, completion, total = (v if isinstance(v, int) else 0 for v in figures)
+        return prompt, completion, total or prompt + completion
 
 
 def parse_answer(status: int, headers: Mapping[str, str], raw: bytes) -> Answer:
-    """A 2xx body, checked as `create()` checks it (malformed or error bodies raise)."""
-    return Answer(status, headers, raw, parse_completion(status, headers, raw))
+    """A 2xx body, checked: JSON, an object with a `choices` list, not an error object (an
+    error answered with 200 raises the error it describes); malformed bodies raise
+    `APIResponseValidationError` with the raw body kept.
+
+    The body is written to the output as it came, so it is not built into a typed model
+    here (`BatchResult.response` does that when it is read back).
+    """
+    request_id = request_id_of(headers)
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise APIResponseValidationError(
+            f"the server's answer is not valid JSON ({exc}); raw body kept in .raw_body",
+            status_code=status,
+            raw_body=raw,
+            request_id=request_id,
+        ) from None
+    if not isinstance(data, dict):
+        raise APIResponseValidationError(
+            f"expected a JSON object, got {type(data).__name__}",
+            status_code=status,
+            raw_body=raw,
+            body=data,
+            request_id=request_id,
+        )
+    if is_error_object(data):
+        raise error_from_stream_payload(
+            data, raw, request_id=request_id, where="error body with status 200"
+        )
+    if not isinstance(data.get("choices"), list):
+        raise APIResponseValidationError(
+            "the answer does not have the shape of a chat completion: no choices list",
+            status_code=status,
+            raw_body=raw,
+            body=data,
+            request_id=request_id,
+        )
+    return Answer(status, headers, raw, data)
 
 
 @attrs.frozen
@@ -81,6 +125,8 @@ def _wait_turn(limiter: RateLimiter, tokens: int, clock: Callable[[], float]) ->
     began while it waited)."""
     while True:
         now = clock()
+        if limiter.free(now):
+            return
         ticket = limiter.reserve(now, tokens)
         if ticket.start > now:
             yield Sleep(ticket.start - now)

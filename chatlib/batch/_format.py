@@ -23,6 +23,7 @@ the line number in `error.line`, so the output still holds each input `custom_id
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -33,7 +34,6 @@ from typing import IO, Any, Union
 import attrs
 
 from chatlib._headers import request_id_of
-from chatlib._validate import validate_request
 from chatlib.batch._idset import IdSet
 from chatlib.errors import (
     APIConnectionError,
@@ -205,8 +205,8 @@ def check_line(raw: bytes, number: int) -> InputLine | InvalidLine:
     if body.get("stream"):
         return invalid("invalid_body", "stream: a batch request is not streamed", custom_id)
     try:
+        # Read only: the request is validated where it is built, just before sending.
         request = CreateChatCompletionRequest.from_dict(body)
-        validate_request(request)
     except InvalidArgumentError as exc:
         return invalid("invalid_body", f"body.{exc}", custom_id)
     except Exception as exc:
@@ -245,7 +245,7 @@ class LineChecker:
                     "duplicate_custom_id",
                     f"line {number}: custom_id {custom_id!r} repeats an earlier line",
                 )
-            if custom_id in self.done_ids:
+            if self.done_ids and custom_id in self.done_ids:
                 return None
         return line
 
@@ -255,8 +255,13 @@ class LineChecker:
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
+_RUN_PREFIX = "batch_req_" + secrets.token_hex(8)
+_line_numbers = itertools.count()
+
+
 def _line_id() -> str:
-    return "batch_req_" + secrets.token_hex(12)
+    """A unique id per output line: a random prefix per process and a counter."""
+    return f"{_RUN_PREFIX}{next(_line_numbers):08x}"
 
 
 def success_line(

@@ -26,7 +26,6 @@ from typing import Any
 
 import attrs
 
-from chatlib._headers import header
 from chatlib._retry import RetryPolicy
 
 __all__ = [
@@ -86,19 +85,26 @@ class RateLimitHeaders:
     reset_tokens: float | None = None
 
 
+_NO_LIMITS = RateLimitHeaders()
+_PREFIX = "x-ratelimit-"
+
+
 def read_rate_limits(headers: Mapping[str, str]) -> RateLimitHeaders:
-    """The `x-ratelimit-*` headers of a response.
+    """The `x-ratelimit-*` headers of a response (names in any case).
 
     The one place the runner reads them: once responses carry their own parsed
     `rate_limits`, this is where to read those instead.
     """
+    found = {name.lower(): value for name, value in headers.items() if name[:12].lower() == _PREFIX}
+    if not found:
+        return _NO_LIMITS
     return RateLimitHeaders(
-        limit_requests=_count(header(headers, "x-ratelimit-limit-requests")),
-        limit_tokens=_count(header(headers, "x-ratelimit-limit-tokens")),
-        remaining_requests=_count(header(headers, "x-ratelimit-remaining-requests")),
-        remaining_tokens=_count(header(headers, "x-ratelimit-remaining-tokens")),
-        reset_requests=parse_reset(header(headers, "x-ratelimit-reset-requests")),
-        reset_tokens=parse_reset(header(headers, "x-ratelimit-reset-tokens")),
+        limit_requests=_count(found.get("x-ratelimit-limit-requests")),
+        limit_tokens=_count(found.get("x-ratelimit-limit-tokens")),
+        remaining_requests=_count(found.get("x-ratelimit-remaining-requests")),
+        remaining_tokens=_count(found.get("x-ratelimit-remaining-tokens")),
+        reset_requests=parse_reset(found.get("x-ratelimit-reset-requests")),
+        reset_tokens=parse_reset(found.get("x-ratelimit-reset-tokens")),
     )
 
 
@@ -191,6 +197,22 @@ class RateLimiter:
                 from chatlib.errors import InvalidArgumentError
 
                 raise InvalidArgumentError(name, f"must be a positive number, got {value!r}")
+
+    def free(self, now: float) -> bool:
+        """Whether a request may go at `now` without booking anything: no limit set, no
+        pause on, no server budget known (the common case without limits: nothing to do)."""
+        return (
+            self.requests_per_minute is None
+            and self.tokens_per_minute is None
+            and self._request_budget is None
+            and self._token_budget is None
+            and now >= self.paused_until
+        )
+
+    @property
+    def counts_tokens(self) -> bool:
+        """Whether token estimates matter: a token limit, or a server's token budget."""
+        return self.tokens_per_minute is not None or self._token_budget is not None
 
     def reserve(self, now: float, tokens: int = 0) -> Ticket:
         """Book the earliest start for a request of `tokens` tokens; wait until

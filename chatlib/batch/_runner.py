@@ -297,11 +297,13 @@ async def run_lines(
         try:
             try:
                 call = client._plan(line.request, {}, stream=None, timeout=None)
-            except ChatLibError as exc:
+            except ChatLibError as exc:  # the body cannot be sent: an invalid line
                 tally.invalid += 1
-                finish_line(error_line(line.custom_id, exc), failed=True)
+                why = f"line {line.number}: body.{exc}"
+                bad = InvalidLine(line.number, line.custom_id, "invalid_body", why)
+                finish_line(invalid_line(bad), failed=True)
                 return
-            tokens = estimate_tokens(line.body)
+            tokens = estimate_tokens(line.body) if limiter.counts_tokens else 0
             finish = parse_body(parse_answer, call.config.max_body_bytes)
 
             def start() -> Any:
@@ -324,17 +326,15 @@ async def run_lines(
                 tally.failed += 1
                 finish_line(error_line(line.custom_id, exc), failed=True)
                 return
-            usage = answer.completion.usage
-            used = 0
-            if usage is not None:
-                used = usage.total_tokens or 0
-                tally.prompt_tokens += usage.prompt_tokens or 0
-                tally.completion_tokens += usage.completion_tokens or 0
-                tally.total_tokens += used
+            prompt, completion, used = answer.usage()
+            tally.prompt_tokens += prompt
+            tally.completion_tokens += completion
+            tally.total_tokens += used
+            if tokens:
                 limiter.settle(tokens, used)
             tally.succeeded += 1
             data = success_line(
-                line.custom_id, answer.status, answer.headers, answer.raw, answer.completion
+                line.custom_id, answer.status, answer.headers, answer.raw, answer.data
             )
             finish_line(data, failed=False, tokens=used)
         finally:
