@@ -51,6 +51,11 @@ from _common import (
 HERE = Path(__file__).resolve().parent
 
 
+def count_lines(path: Path) -> int:
+    with open(path, "rb") as handle:
+        return sum(1 for _ in handle)
+
+
 def write_input(path: Path, lines: int) -> None:
     with open(path, "w", encoding="utf-8") as out:
         for i in range(lines):
@@ -161,7 +166,7 @@ def run_child(
     if done.returncode != 0:
         raise SystemExit(f"{kind} failed:\n{done.stderr}")
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    lines = sum(1 for _ in open(target, "rb"))
+    lines = count_lines(target)
     result["lines_per_s"] = lines / result["seconds"]
     result["lines"] = lines
     return result
@@ -172,9 +177,8 @@ def run_child(
 
 async def counting_server(times_path: str) -> None:
     """Answers like ``_server.py`` and records when each request arrived (monotonic)."""
-    from aiohttp import web
-
     from _common import completion_dict
+    from aiohttp import web
 
     arrivals: list[float] = []
     answer = json.dumps(completion_dict()).encode()
@@ -261,9 +265,10 @@ def kill_phase(work: Path, base_url: str, lines: int, kills: int, seed: int = 7)
         time.sleep(rng.uniform(0.3, 1.5))
         child.send_signal(signal.SIGKILL)
         child.wait()
-        done_at_kill.append(sum(1 for _ in open(target, "rb")) if target.exists() else 0)
+        done_at_kill.append(count_lines(target) if target.exists() else 0)
     final = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
-    counts = collections.Counter(json.loads(raw)["custom_id"] for raw in open(target, "rb"))
+    with open(target, "rb") as output:
+        counts = collections.Counter(json.loads(raw)["custom_id"] for raw in output)
     expected = {f"req-{i}" for i in range(lines)}
     return {
         "lines": lines,
@@ -353,7 +358,8 @@ def main() -> None:
         rows,
     )
     table += (
-        f"\n\nrate limit: requests_per_minute={rate['rpm']:,.0f} over {rate['requests']:,} requests: "
+        f"\n\nrate limit: requests_per_minute={rate['rpm']:,.0f} over {rate['requests']:,} "
+        "requests: "
         f"{rate['measured_rpm']:,.0f}/min as counted by the server ({rate['error']:+.2%}); "
         f"busiest second {rate['busiest_second']} requests (limit {rate['rpm'] / 60:,.0f}/s)."
         f"\nkill -9: {kill['lines']:,} lines, {kill['kills']} SIGKILLs at random moments "

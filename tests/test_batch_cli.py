@@ -142,7 +142,8 @@ def test_an_empty_input_finishes_at_once(tmp_path: Path) -> None:
 def test_importing_chatlib_and_chatlib_batch_loads_no_engine_nor_http_library() -> None:
     check = (
         "import sys, chatlib, chatlib.batch\n"
-        "chatlib.batch.run, chatlib.batch.read_results, chatlib.batch.run_dask, chatlib.batch.run_ray\n"
+        "chatlib.batch.run, chatlib.batch.read_results\n"
+        "chatlib.batch.run_dask, chatlib.batch.run_ray\n"
         "heavy = ('dask', 'distributed', 'ray', 'tqdm', 'aiohttp', 'requests', 'IPython')\n"
         "print(sorted({m.split('.')[0] for m in sys.modules} & set(heavy)))\n"
     )

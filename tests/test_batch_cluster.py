@@ -80,13 +80,13 @@ def test_the_guard_refuses_a_non_loopback_connect(hermetic: Path) -> None:
 
     with socket.socket() as sock:
         assert getattr(socket.socket.connect, "__loopback_guard__", False)
-        with pytest.raises(ConnectionRefusedError, match="loopback guard.*192.0.2.1"):
+        with pytest.raises(ConnectionRefusedError, match=r"loopback guard.*192\.0\.2\.1"):
             sock.connect(("192.0.2.1", 443))  # refused before any packet is sent
     with pytest.raises(ConnectionRefusedError, match="name lookup"):
         socket.getaddrinfo("example.invalid", 443)
     with LocalServer() as server:  # loopback still works
-        with socket.create_connection(("127.0.0.1", int(server.url.rsplit(":", 1)[1])), timeout=5):
-            pass
+        port = int(server.url.rsplit(":", 1)[1])
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
     assert "192.0.2.1" in hermetic.read_text() and "example.invalid" in hermetic.read_text()
     hermetic.unlink()
 

@@ -320,7 +320,8 @@ def test_the_scan_finds_done_lines_and_a_torn_tail() -> None:
         success_line("a", 200, {}, raw, None)
         + error_line("b", APIConnectionError("x"))
         + invalid_line(InvalidLine(7, None, "invalid_json", "line 7: x"))
-        + b'{"id":"batch_req_1","custom_id":"c","response":null,"error":{"code":"x","message":"y"}}\n'
+        + b'{"id":"batch_req_1","custom_id":"c","response":null,'
+        + b'"error":{"code":"x","message":"y"}}\n'
     )
     data = complete + b'{"id":"batch_req_2","custom_id":"d","resp'
     for size in (1, 7, len(data)):
@@ -337,7 +338,7 @@ def test_the_scan_reads_openai_output_and_refuses_foreign_files() -> None:
     scan = ResumeScan()
     scan.feed(b'{"custom_id": "x", "id": "b", "response": null, "error": null}\n\n')
     assert "x" in scan.finish().done_ids and scan.torn == b""
-    with pytest.raises(OutputFileError, match="line 2 .* not JSON"):
+    with pytest.raises(OutputFileError, match=r"line 2 .* not JSON"):
         ResumeScan().feed(b'{"custom_id": "x"}\nhello\n')
-    with pytest.raises(OutputFileError, match="line 1 .* not a result line"):
+    with pytest.raises(OutputFileError, match=r"line 1 .* not a result line"):
         ResumeScan().feed(b'{"hello": 1}\n')

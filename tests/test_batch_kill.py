@@ -76,7 +76,7 @@ def kill(child: subprocess.Popen[bytes]) -> None:
 
 def finish(tmp_path: Path, server: LocalServer) -> None:
     child = start(tmp_path, server)
-    out, err = child.communicate(timeout=60)
+    _out, err = child.communicate(timeout=60)
     assert child.returncode == 0, err.decode()
 
 
@@ -93,7 +93,7 @@ def test_sigkill_at_several_points_then_resume_gives_every_line_once(
         if point == 0:
             time.sleep(0.2)
         else:
-            wait_for(lambda: complete_lines(out) >= point)
+            wait_for(lambda point=point: complete_lines(out) >= point)
         kill(child)
         done = output_ids(out) if out.exists() else []
         assert len(done) == len(set(done)), "a line was written twice"
@@ -147,7 +147,7 @@ def test_sigterm_and_ctrl_c_stop_gracefully_and_a_rerun_resumes(
     child = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     wait_for(lambda: complete_lines(out) >= 40)
     child.send_signal(signum)
-    stdout, stderr = child.communicate(timeout=30)
+    _stdout, stderr = child.communicate(timeout=30)
     assert child.returncode == code, stderr.decode()
     assert b"Traceback" not in stderr
     done = output_ids(out)

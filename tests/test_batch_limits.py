@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from chatlib import RateLimitError
+from chatlib._call import Call
 from chatlib._config import ClientConfig
 from chatlib._flow import ReadBody, Send, Sleep, parse_body
-from chatlib._call import Call
 from chatlib._request import build_request
 from chatlib.batch import RateLimiter
 from chatlib.batch._flow import Counters, line_flow, parse_answer
@@ -261,7 +261,8 @@ def test_insufficient_quota_is_not_waited_for() -> None:
     flow.send(FakeResponse(429))
     with pytest.raises(InsufficientQuotaError):
         flow.send(
-            b'{"error": {"message": "quota", "type": "insufficient_quota", "code": "insufficient_quota"}}'
+            b'{"error": {"message": "quota", "type": "insufficient_quota", '
+            b'"code": "insufficient_quota"}}'
         )
 
 

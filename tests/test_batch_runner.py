@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import itertools
 import json
 import sys
 import time
@@ -151,7 +152,7 @@ def test_a_429_storm_is_absorbed_without_spending_retries(
 
 
 def gaps(arrivals: list[float]) -> list[float]:
-    return [b - a for a, b in zip(arrivals, arrivals[1:])]
+    return [b - a for a, b in itertools.pairwise(arrivals)]
 
 
 def test_a_429_pauses_the_whole_runner_for_its_retry_after(tmp_path: Path) -> None:

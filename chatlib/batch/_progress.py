@@ -59,6 +59,9 @@ class ProgressMeter:
     tokens: int = 0
     _samples: deque[tuple[float, int, int]] = attrs.field(factory=deque)
 
+    def __attrs_post_init__(self) -> None:
+        self._samples.append((self.started, self.done, self.tokens))
+
     def finished(self, *, failed: bool = False, tokens: int = 0) -> None:
         """One line got its result line."""
         self.done += 1
