@@ -342,3 +342,11 @@ def test_the_scan_reads_openai_output_and_refuses_foreign_files() -> None:
         ResumeScan().feed(b'{"custom_id": "x"}\nhello\n')
     with pytest.raises(OutputFileError, match=r"line 1 .* not a result line"):
         ResumeScan().feed(b'{"hello": 1}\n')
+
+
+def test_the_id_set_keeps_long_and_unicode_ids_apart() -> None:
+    ids = IdSet()
+    long_a, long_b = "x" * 5000, "x" * 4999 + "y"
+    assert ids.add(long_a) and ids.add(long_b) and ids.add("é-1") and ids.add("\ud800")
+    assert not ids.add(long_a) and not ids.add("é-1")
+    assert long_b in ids and "x" * 5001 not in ids and "e-1" not in ids

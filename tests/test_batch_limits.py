@@ -320,3 +320,25 @@ def test_rates_follow_the_last_minute() -> None:
         snapshot = meter.snapshot(float(second))
     assert snapshot.requests_per_minute < 15  # stalled for the last minute
     assert snapshot.eta is None and "ETA ?" in progress_line(snapshot)
+
+
+@pytest.mark.parametrize(
+    ("raw", "error", "words"),
+    [
+        (b"<html>502</html>", "APIResponseValidationError", "not valid JSON"),
+        (b"[1, 2]", "APIResponseValidationError", "(list)"),
+        (b'{"id": "x"}', "APIResponseValidationError", "no choices list"),
+        (
+            b'{"error": {"message": "overloaded", "type": "server_error"}}',
+            "APIStreamError",
+            "overloaded",
+        ),
+    ],
+)
+def test_a_2xx_answer_that_is_no_completion_raises_with_its_body(
+    raw: bytes, error: str, words: str
+) -> None:
+    with pytest.raises(Exception) as caught:
+        parse_answer(200, {"x-request-id": "req_7"}, raw)
+    assert type(caught.value).__name__ == error and words in str(caught.value)
+    assert caught.value.raw_body == raw

@@ -46,14 +46,18 @@ class Counters:
     retries: int = 0
 
 
-@attrs.frozen
 class Answer:
     """A successful answer: its status, headers, the body as it came, and that body parsed."""
 
-    status: int
-    headers: Mapping[str, str]
-    raw: bytes
-    data: dict[str, Any]
+    __slots__ = ("data", "headers", "raw", "status")
+
+    def __init__(
+        self, status: int, headers: Mapping[str, str], raw: bytes, data: dict[str, Any]
+    ) -> None:
+        self.status = status
+        self.headers = headers
+        self.raw = raw
+        self.data = data
 
     @property
     def request_id(self) -> str | None:
@@ -65,9 +69,14 @@ class Answer:
         usage = self.data.get("usage")
         if not isinstance(usage, dict):
             return 0, 0, 0
-        figures = [usage.get(k) for k in ("prompt_tokens", "completion_tokens", "total_tokens")]
-        prompt, completion, total = (v if isinstance(v, int) else 0 for v in figures)
-        return prompt, completion, total or prompt + completion
+        prompt, completion, total = (
+            usage.get("prompt_tokens"),
+            usage.get("completion_tokens"),
+            usage.get("total_tokens"),
+        )
+        prompt = prompt if isinstance(prompt, int) else 0
+        completion = completion if isinstance(completion, int) else 0
+        return prompt, completion, total if isinstance(total, int) else prompt + completion
 
 
 def parse_answer(status: int, headers: Mapping[str, str], raw: bytes) -> Answer:
@@ -78,7 +87,6 @@ def parse_answer(status: int, headers: Mapping[str, str], raw: bytes) -> Answer:
     The body is written to the output as it came, so it is not built into a typed model
     here (`BatchResult.response` does that when it is read back).
     """
-    request_id = request_id_of(headers)
     try:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
@@ -86,27 +94,20 @@ def parse_answer(status: int, headers: Mapping[str, str], raw: bytes) -> Answer:
             f"the server's answer is not valid JSON ({exc}); raw body kept in .raw_body",
             status_code=status,
             raw_body=raw,
-            request_id=request_id,
+            request_id=request_id_of(headers),
         ) from None
-    if not isinstance(data, dict):
+    if data.__class__ is not dict or not isinstance(data.get("choices"), list):
+        if isinstance(data, dict) and is_error_object(data):
+            raise error_from_stream_payload(
+                data, raw, request_id=request_id_of(headers), where="error body with status 200"
+            )
+        shape = "no choices list" if isinstance(data, dict) else type(data).__name__
         raise APIResponseValidationError(
-            f"expected a JSON object, got {type(data).__name__}",
+            f"the answer does not have the shape of a chat completion ({shape})",
             status_code=status,
             raw_body=raw,
             body=data,
-            request_id=request_id,
-        )
-    if is_error_object(data):
-        raise error_from_stream_payload(
-            data, raw, request_id=request_id, where="error body with status 200"
-        )
-    if not isinstance(data.get("choices"), list):
-        raise APIResponseValidationError(
-            "the answer does not have the shape of a chat completion: no choices list",
-            status_code=status,
-            raw_body=raw,
-            body=data,
-            request_id=request_id,
+            request_id=request_id_of(headers),
         )
     return Answer(status, headers, raw, data)
 
