@@ -330,7 +330,7 @@ def test_rates_follow_the_last_minute() -> None:
         (b'{"id": "x"}', "APIResponseValidationError", "no choices list"),
         (
             b'{"error": {"message": "overloaded", "type": "server_error"}}',
-            "APIStreamError",
+            "InternalServerError",
             "overloaded",
         ),
     ],
