@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import contextlib
 import json
 import os
 import random
@@ -32,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -175,8 +177,9 @@ def run_child(
 # ---------------------------------------------------------------- a server that counts
 
 
-async def counting_server(times_path: str) -> None:
-    """Answers like ``_server.py`` and records when each request arrived (monotonic)."""
+async def counting_server(times_path: str, delay: float = 0.0) -> None:
+    """Answers like ``_server.py`` (after ``delay`` seconds, like a model that takes its
+    time) and records when each request arrived (monotonic)."""
     from _common import completion_dict
     from aiohttp import web
 
@@ -186,6 +189,8 @@ async def counting_server(times_path: str) -> None:
     async def handle(request: web.Request) -> web.Response:
         arrivals.append(time.monotonic())
         await request.read()
+        if delay:
+            await asyncio.sleep(delay)
         return web.Response(body=answer, content_type="application/json")
 
     app = web.Application()
@@ -202,28 +207,46 @@ async def counting_server(times_path: str) -> None:
     await runner.cleanup()
 
 
-def rate_phase(work: Path, rpm: float, lines: int) -> dict[str, Any]:
-    times = work / "arrivals.json"
+@contextlib.contextmanager
+def counting_server_process(times: Path, delay: float = 0.0) -> Iterator[str]:
+    """The counting server in a process of its own; yields its base URL."""
     server = subprocess.Popen(
-        [sys.executable, __file__, "--count-server", str(times)], stdout=subprocess.PIPE, text=True
+        [sys.executable, __file__, "--count-server", str(times), str(delay)],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert server.stdout is not None
         port = server.stdout.readline().strip()
-        write_input(work / "rate.jsonl", lines)
-        run_child(
-            "chatlib",
-            work / "rate.jsonl",
-            work / "rate-out.jsonl",
-            f"http://127.0.0.1:{port}/v1",
-            64,
-            rpm,
-        )
+        yield f"http://127.0.0.1:{port}/v1"
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(30)
         if server.stdout is not None:
             server.stdout.close()
+
+
+def latency_phase(
+    work: Path, lines: int, delay: float, concurrency: int, rounds: int
+) -> dict[str, Any]:
+    """Both contenders against a server that takes ``delay`` seconds per answer (rounds
+    interleaved; median lines/s)."""
+    source = work / "latency.jsonl"
+    write_input(source, lines)
+    seen: dict[str, list[float]] = {"raw": [], "chatlib": []}
+    for _ in range(rounds):
+        for kind in ("raw", "chatlib"):
+            with counting_server_process(work / f"latency-{kind}.json", delay) as base_url:
+                run = run_child(kind, source, work / f"latency-{kind}.jsonl", base_url, concurrency)
+            seen[kind].append(run["lines_per_s"])
+    return {"delay": delay, "lines": lines, **{k: median(v) for k, v in seen.items()}}
+
+
+def rate_phase(work: Path, rpm: float, lines: int) -> dict[str, Any]:
+    times = work / "arrivals.json"
+    write_input(work / "rate.jsonl", lines)
+    with counting_server_process(times) as base_url:
+        run_child("chatlib", work / "rate.jsonl", work / "rate-out.jsonl", base_url, 64, rpm)
     arrivals = json.loads(times.read_text())
     measured = 60 * (len(arrivals) - 1) / (arrivals[-1] - arrivals[0])
     busiest = max(
@@ -293,6 +316,8 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--rpm", type=float, default=30_000)
     parser.add_argument("--kills", type=int, default=5)
+    parser.add_argument("--latency-ms", type=float, default=20.0)
+    parser.add_argument("--latency-lines", type=int, default=20_000)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-batch-") as tmp, server_process() as url:
         work = Path(tmp)
@@ -311,6 +336,7 @@ def main() -> None:
             for kind in ("raw", "chatlib")
         }
         rate = rate_phase(work, args.rpm, int(args.rpm / 60 * 8))
+        latency = latency_phase(work, args.latency_lines, args.latency_ms / 1000, args.concurrency)
         kill = kill_phase(work, base_url, 20_000, args.kills)
     through = {k: median([r["lines_per_s"] for r in v]) for k, v in rounds.items()}
     cpu = {k: median([r["cpu"] / r["lines"] * 1e6 for r in v]) for k, v in rounds.items()}
@@ -340,6 +366,13 @@ def main() -> None:
             fmt(rss_big["raw"]),
             fmt(rss_big["chatlib"]),
             ratio(rss_big["chatlib"], rss_big["raw"]),
+        ],
+        [
+            f"throughput, server answering in {args.latency_ms:g} ms, "
+            f"{args.latency_lines:,} lines, lines/s",
+            fmt(latency["raw"], digits=0),
+            fmt(latency["chatlib"], digits=0),
+            ratio(latency["chatlib"], latency["raw"]),
         ],
         [
             f"peak RSS growth {args.small:,} -> {args.lines:,} lines",
@@ -375,6 +408,7 @@ def main() -> None:
         "rss_mb": {"small": rss_small, "big": rss_big},
         "rounds": rounds,
         "rate": rate,
+        "latency": latency,
         "kill": kill,
     }
     emit(result, args.json, table)
@@ -386,6 +420,6 @@ if __name__ == "__main__":
         rpm = float(sys.argv[7]) if len(sys.argv) > 7 else None
         child(kind, source, target, base_url, int(concurrency), rpm)
     elif len(sys.argv) > 1 and sys.argv[1] == "--count-server":
-        asyncio.run(counting_server(sys.argv[2]))
+        asyncio.run(counting_server(sys.argv[2], float(sys.argv[3]) if len(sys.argv) > 3 else 0))
     else:
         main()
