@@ -336,7 +336,9 @@ def main() -> None:
             for kind in ("raw", "chatlib")
         }
         rate = rate_phase(work, args.rpm, int(args.rpm / 60 * 8))
-        latency = latency_phase(work, args.latency_lines, args.latency_ms / 1000, args.concurrency)
+        latency = latency_phase(
+            work, args.latency_lines, args.latency_ms / 1000, args.concurrency, args.rounds
+        )
         kill = kill_phase(work, base_url, 20_000, args.kills)
     through = {k: median([r["lines_per_s"] for r in v]) for k, v in rounds.items()}
     cpu = {k: median([r["cpu"] / r["lines"] * 1e6 for r in v]) for k, v in rounds.items()}
