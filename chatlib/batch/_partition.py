@@ -11,6 +11,7 @@ resumes its own file: exactly once, whatever was killed.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import re
@@ -30,6 +31,7 @@ __all__ = [
     "MERGED",
     "Partition",
     "PartitionJob",
+    "fingerprint",
     "load_or_plan",
     "merge",
     "part_path",
@@ -115,20 +117,33 @@ def part_path(output_dir: str, index: int) -> str:
     return os.path.join(output_dir, f"part-{index:05d}.jsonl")
 
 
+def fingerprint(path: str) -> str:
+    """The size and a hash of the first and last 64 KiB of a file: enough to tell that an
+    input is not the one a run was started with."""
+    size = os.path.getsize(path)
+    digest = hashlib.blake2b(str(size).encode(), digest_size=16)
+    with open(path, "rb") as handle:
+        digest.update(handle.read(1 << 16))
+        handle.seek(max(size - (1 << 16), 0))
+        digest.update(handle.read(1 << 16))
+    return f"{size}:{digest.hexdigest()}"
+
+
 def load_or_plan(input: str, output_dir: str, partitions: int) -> list[Partition]:
     """The partitions of a run: from the directory's manifest when a previous run left
     one (the same input required), else planned now and written down."""
     os.makedirs(output_dir, exist_ok=True)
     manifest = os.path.join(output_dir, MANIFEST)
-    size = os.path.getsize(input)
+    print_ = fingerprint(input)
     if os.path.exists(manifest):
         with open(manifest, encoding="utf-8") as handle:
             saved = json.load(handle)
-        if saved.get("input_size") != size:
+        if saved.get("input_fingerprint") != print_:
             raise InvalidArgumentError(
                 "input",
-                f"differs from the file {output_dir!r} was started with ({saved.get('input')!r}"
-                f", {saved.get('input_size')} bytes, now {size}): use a new output directory",
+                f"is not the file {output_dir!r} was started with ({saved.get('input')!r}): "
+                "its lines would not match the partitions already written; use a new output "
+                "directory",
             )
         return [
             Partition(**{**part, "repeats": tuple(part["repeats"])}) for part in saved["partitions"]
@@ -139,7 +154,7 @@ def load_or_plan(input: str, output_dir: str, partitions: int) -> list[Partition
         json.dump(
             {
                 "input": os.path.abspath(input),
-                "input_size": size,
+                "input_fingerprint": print_,
                 "partitions": [attrs.asdict(part) for part in plan],
             },
             handle,
