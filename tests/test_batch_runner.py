@@ -353,3 +353,16 @@ async def test_run_refuses_a_running_loop(tmp_path: Path) -> None:
     write_input(tmp_path / "in.jsonl", 1)
     with pytest.raises(RuntimeError, match="run_async"):
         run(tmp_path / "in.jsonl", tmp_path / "out.jsonl")
+
+
+def test_no_key_fails_before_the_output_is_touched(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from chatlib import MissingAPIKeyError
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    write_input(tmp_path / "in.jsonl", 2)
+    with pytest.raises(MissingAPIKeyError):
+        run(tmp_path / "in.jsonl", tmp_path / "out.jsonl", progress=False)
+    assert not (tmp_path / "out.jsonl").exists()

@@ -269,174 +269,181 @@ async def run_lines(
     from chatlib._async import AsyncChat, run_flow
 
     started = time.monotonic()
-    fd, scan = open_output(output)
     own_chat = chat is None
     client = AsyncChat() if chat is None else chat
-    writer = LineWriter(fd)
-    checker = LineChecker(
-        done_ids=scan.done_ids, done_lines=scan.done_lines, foreign_repeats=foreign_repeats
-    )
-    limiter = RateLimiter(options.requests_per_minute, options.tokens_per_minute)
-    counters = Counters()
-    tally = _Tally()
-    already = len(scan.done_ids) + len(scan.done_lines)
-    meter = ProgressMeter(started=started, total=total, done=already)
-    display = _display(options.progress, total, already)
-    stop = _Stop()
-    slots = asyncio.Semaphore(options.concurrency)
-    tasks: set[asyncio.Task[None]] = set()
-    failures: list[BaseException] = []
-    transport = client._transport
-
-    def finish_line(data: bytes, *, failed: bool, tokens: int = 0) -> None:
-        writer.write(data)
-        meter.finished(failed=failed, tokens=tokens)
-
-    async def process(line: InputLine) -> None:
-        meter.in_flight += 1
-        try:
-            try:
-                call = client._plan(line.request, {}, stream=None, timeout=None)
-            except ChatLibError as exc:  # the body cannot be sent: an invalid line
-                tally.invalid += 1
-                why = f"line {line.number}: body.{exc}"
-                bad = InvalidLine(line.number, line.custom_id, "invalid_body", why)
-                finish_line(invalid_line(bad), failed=True)
-                return
-            tokens = estimate_tokens(line.body) if limiter.counts_tokens else 0
-            finish = parse_body(parse_answer, call.config.max_body_bytes)
-
-            def start() -> Any:
-                fresh = Call(http_request=call.http_request, stream=False, config=call.config)
-                return fresh._flow(finish, time.monotonic, time.time, random.random)
-
-            flow = line_flow(
-                start,
-                limiter,
-                tokens=tokens,
-                clock=time.monotonic,
-                wall_clock=time.time,
-                rand=random.random,
-                counters=counters,
-                max_rate_limit_waits=options.max_rate_limit_waits,
-            )
-            try:
-                answer: Answer = await run_flow(flow, transport)
-            except ChatLibError as exc:
-                tally.failed += 1
-                finish_line(error_line(line.custom_id, exc), failed=True)
-                return
-            prompt, completion, used = answer.usage()
-            tally.prompt_tokens += prompt
-            tally.completion_tokens += completion
-            tally.total_tokens += used
-            if tokens:
-                limiter.settle(tokens, used)
-            tally.succeeded += 1
-            data = success_line(
-                line.custom_id, answer.status, answer.headers, answer.raw, answer.data
-            )
-            finish_line(data, failed=False, tokens=used)
-        finally:
-            meter.in_flight -= 1
-            slots.release()
-
-    def task_done(task: asyncio.Task[None]) -> None:
-        tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            failures.append(task.exception())  # type: ignore[arg-type]
-            stop.request("error")
-
-    async def produce() -> None:
-        loop = asyncio.get_running_loop()
-        for count, (number, raw) in enumerate(lines, 1):
-            if count % _YIELD_EVERY == 0:
-                await asyncio.sleep(0)
-            if stop.graceful.is_set():
-                return
-            tally.lines += 1
-            item = checker.check(raw, number)
-            if item is None:
-                tally.skipped += 1
-                continue
-            if isinstance(item, InvalidLine):
-                tally.invalid += 1
-                finish_line(invalid_line(item), failed=True)
-                continue
-            await slots.acquire()
-            if stop.graceful.is_set():
-                slots.release()
-                tally.lines -= 1  # not started: the next run reads it again
-                return
-            task = loop.create_task(process(item))
-            tasks.add(task)
-            task.add_done_callback(task_done)
-
-    async def tick() -> None:
-        while True:
-            await asyncio.sleep(1.0)
-            display.show(meter.snapshot(time.monotonic()))
-
-    loop = asyncio.get_running_loop()
-    installed: list[signal.Signals] = []
-    if handle_signals and threading.current_thread() is threading.main_thread():
-        for signum, name in ((signal.SIGINT, "SIGINT"), (signal.SIGTERM, "SIGTERM")):
-            try:
-                loop.add_signal_handler(signum, stop.request, name)
-            except (NotImplementedError, RuntimeError):  # pragma: no cover - not on Unix
-                continue
-            installed.append(signum)
-    ticker = loop.create_task(tick()) if display is not None else None
-    producer = loop.create_task(produce())
-    stop_wait = loop.create_task(stop.graceful.wait())
-    hard_wait = loop.create_task(stop.hard.wait())
     try:
+        fd, scan = open_output(output)
+    except BaseException:
+        if own_chat:
+            await client.aclose()
+        raise
+    try:
+        writer = LineWriter(fd)
+        checker = LineChecker(
+            done_ids=scan.done_ids, done_lines=scan.done_lines, foreign_repeats=foreign_repeats
+        )
+        limiter = RateLimiter(options.requests_per_minute, options.tokens_per_minute)
+        counters = Counters()
+        tally = _Tally()
+        already = len(scan.done_ids) + len(scan.done_lines)
+        meter = ProgressMeter(started=started, total=total, done=already)
+        display = _display(options.progress, total, already)
+        stop = _Stop()
+        slots = asyncio.Semaphore(options.concurrency)
+        tasks: set[asyncio.Task[None]] = set()
+        failures: list[BaseException] = []
+        transport = client._transport
+
+        def finish_line(data: bytes, *, failed: bool, tokens: int = 0) -> None:
+            writer.write(data)
+            meter.finished(failed=failed, tokens=tokens)
+
+        async def process(line: InputLine) -> None:
+            meter.in_flight += 1
+            try:
+                try:
+                    call = client._plan(line.request, {}, stream=None, timeout=None)
+                except ChatLibError as exc:  # the body cannot be sent: an invalid line
+                    tally.invalid += 1
+                    why = f"line {line.number}: body.{exc}"
+                    bad = InvalidLine(line.number, line.custom_id, "invalid_body", why)
+                    finish_line(invalid_line(bad), failed=True)
+                    return
+                tokens = estimate_tokens(line.body) if limiter.counts_tokens else 0
+                finish = parse_body(parse_answer, call.config.max_body_bytes)
+
+                def start() -> Any:
+                    fresh = Call(http_request=call.http_request, stream=False, config=call.config)
+                    return fresh._flow(finish, time.monotonic, time.time, random.random)
+
+                flow = line_flow(
+                    start,
+                    limiter,
+                    tokens=tokens,
+                    clock=time.monotonic,
+                    wall_clock=time.time,
+                    rand=random.random,
+                    counters=counters,
+                    max_rate_limit_waits=options.max_rate_limit_waits,
+                )
+                try:
+                    answer: Answer = await run_flow(flow, transport)
+                except ChatLibError as exc:
+                    tally.failed += 1
+                    finish_line(error_line(line.custom_id, exc), failed=True)
+                    return
+                prompt, completion, used = answer.usage()
+                tally.prompt_tokens += prompt
+                tally.completion_tokens += completion
+                tally.total_tokens += used
+                if tokens:
+                    limiter.settle(tokens, used)
+                tally.succeeded += 1
+                data = success_line(
+                    line.custom_id, answer.status, answer.headers, answer.raw, answer.data
+                )
+                finish_line(data, failed=False, tokens=used)
+            finally:
+                meter.in_flight -= 1
+                slots.release()
+
+        def task_done(task: asyncio.Task[None]) -> None:
+            tasks.discard(task)
+            if not task.cancelled() and task.exception() is not None:
+                failures.append(task.exception())  # type: ignore[arg-type]
+                stop.request("error")
+
+        async def produce() -> None:
+            loop = asyncio.get_running_loop()
+            for count, (number, raw) in enumerate(lines, 1):
+                if count % _YIELD_EVERY == 0:
+                    await asyncio.sleep(0)
+                if stop.graceful.is_set():
+                    return
+                tally.lines += 1
+                item = checker.check(raw, number)
+                if item is None:
+                    tally.skipped += 1
+                    continue
+                if isinstance(item, InvalidLine):
+                    tally.invalid += 1
+                    finish_line(invalid_line(item), failed=True)
+                    continue
+                await slots.acquire()
+                if stop.graceful.is_set():
+                    slots.release()
+                    tally.lines -= 1  # not started: the next run reads it again
+                    return
+                task = loop.create_task(process(item))
+                tasks.add(task)
+                task.add_done_callback(task_done)
+
+        async def tick() -> None:
+            while True:
+                await asyncio.sleep(1.0)
+                display.show(meter.snapshot(time.monotonic()))
+
+        loop = asyncio.get_running_loop()
+        installed: list[signal.Signals] = []
+        if handle_signals and threading.current_thread() is threading.main_thread():
+            for signum, name in ((signal.SIGINT, "SIGINT"), (signal.SIGTERM, "SIGTERM")):
+                try:
+                    loop.add_signal_handler(signum, stop.request, name)
+                except (NotImplementedError, RuntimeError):  # pragma: no cover - not on Unix
+                    continue
+                installed.append(signum)
+        ticker = loop.create_task(tick()) if display is not None else None
+        producer = loop.create_task(produce())
+        stop_wait = loop.create_task(stop.graceful.wait())
+        hard_wait = loop.create_task(stop.hard.wait())
         try:
-            await asyncio.wait({producer, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
-            while tasks and not stop.graceful.is_set():
-                await asyncio.wait({*tasks, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
-        except asyncio.CancelledError:
-            stop.request("cancelled")
-            raise
+            try:
+                await asyncio.wait({producer, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+                while tasks and not stop.graceful.is_set():
+                    await asyncio.wait({*tasks, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+            except asyncio.CancelledError:
+                stop.request("cancelled")
+                raise
+            finally:
+                if stop.graceful.is_set():
+                    producer.cancel()
+                    deadline = loop.time() + options.stop_timeout
+                    while tasks and not stop.hard.is_set():
+                        left = deadline - loop.time()
+                        if left <= 0:
+                            break
+                        await asyncio.wait(
+                            {*tasks, hard_wait}, timeout=left, return_when=asyncio.FIRST_COMPLETED
+                        )
+                    for task in list(tasks):
+                        task.cancel()
+                await asyncio.gather(producer, *tasks, return_exceptions=True)
+            if not producer.cancelled() and producer.exception() is not None:
+                raise producer.exception()  # type: ignore[misc]
+            if failures:
+                raise failures[0]
         finally:
-            if stop.graceful.is_set():
-                producer.cancel()
-                deadline = loop.time() + options.stop_timeout
-                while tasks and not stop.hard.is_set():
-                    left = deadline - loop.time()
-                    if left <= 0:
-                        break
-                    await asyncio.wait(
-                        {*tasks, hard_wait}, timeout=left, return_when=asyncio.FIRST_COMPLETED
-                    )
-                for task in list(tasks):
-                    task.cancel()
-            await asyncio.gather(producer, *tasks, return_exceptions=True)
-        if not producer.cancelled() and producer.exception() is not None:
-            raise producer.exception()  # type: ignore[misc]
-        if failures:
-            raise failures[0]
+            for signum in installed:
+                loop.remove_signal_handler(signum)
+            for helper in (ticker, stop_wait, hard_wait):
+                if helper is not None:
+                    helper.cancel()
+            summary = BatchSummary(
+                output=output,
+                retries=counters.retries,
+                rate_limited=limiter.rate_limited,
+                elapsed=time.monotonic() - started,
+                interrupted=stop.reason is not None,
+                **attrs.asdict(tally),
+            )
+            if display is not None:
+                display.show(meter.snapshot(time.monotonic()))
+                display.close(summary)
+        return summary, stop.reason
     finally:
-        for signum in installed:
-            loop.remove_signal_handler(signum)
-        for helper in (ticker, stop_wait, hard_wait):
-            if helper is not None:
-                helper.cancel()
         os.close(fd)
         if own_chat:
             await client.aclose()
-        summary = BatchSummary(
-            output=output,
-            retries=counters.retries,
-            rate_limited=limiter.rate_limited,
-            elapsed=time.monotonic() - started,
-            interrupted=stop.reason is not None,
-            **attrs.asdict(tally),
-        )
-        if display is not None:
-            display.show(meter.snapshot(time.monotonic()))
-            display.close(summary)
-    return summary, stop.reason
 
 
 def _check_paths(input: PathLike, output: PathLike) -> tuple[str, str]:
