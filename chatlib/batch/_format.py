@@ -346,7 +346,7 @@ class BatchError:
 
     Attributes:
         code: A short name: the server's error code (`rate_limit_exceeded`,
-            `context_length_exceeded`...), `http_<status>`, `timeout`,
+            `context_length_exceeded`...), else its error type, else `http_<status>`; `timeout`,
             `connection_error`, `invalid_response`, or for a bad input line
             `invalid_json`, `missing_custom_id`, `duplicate_custom_id`, `invalid_body`,
             `invalid_method`, `invalid_url`.

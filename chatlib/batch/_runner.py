@@ -369,10 +369,14 @@ async def run_lines(
                     tally.invalid += 1
                     finish_line(invalid_line(item), failed=True)
                     continue
-                await slots.acquire()
+                try:
+                    await slots.acquire()
+                except asyncio.CancelledError:
+                    tally.lines -= 1  # not started: the next run reads it again
+                    raise
                 if stop.graceful.is_set():
                     slots.release()
-                    tally.lines -= 1  # not started: the next run reads it again
+                    tally.lines -= 1
                     return
                 task = loop.create_task(process(item))
                 tasks.add(task)
