@@ -25,7 +25,14 @@ from chatlib._validate import validate_request
 from chatlib.errors import InvalidArgumentError
 from chatlib.models import ChatMessage, CreateChatCompletionRequest
 
-__all__ = ["HttpRequest", "base_headers", "build_http_request", "build_request", "request_body"]
+__all__ = [
+    "HttpRequest",
+    "base_headers",
+    "build_http_request",
+    "build_request",
+    "encoded_body",
+    "request_body",
+]
 
 _USER_AGENT = f"chatlib/{__version__} python/{platform.python_version()}"
 _ASSISTANT_RESPONSE_ONLY = ("annotations",)
@@ -151,6 +158,28 @@ def build_http_request(
     )
 
 
+def encoded_body(request: CreateChatCompletionRequest, *, stream: bool) -> str:
+    """Validate `request` and encode its JSON body (`request_body`) as `build_request` sends it.
+
+    Raises:
+        InvalidArgumentError: the request cannot be right, or cannot be sent as JSON; names
+            the field.
+    """
+    validate_request(request)
+    try:
+        body = request_body(request, stream=stream)
+    except RecursionError:
+        raise InvalidArgumentError(
+            "messages", "nested too deeply to send (does a message contain itself?)"
+        ) from None
+    try:
+        payload: str = _encode_json(body)
+    except (TypeError, ValueError) as exc:
+        field = _unencodable_field(request, body)
+        raise InvalidArgumentError(field, f"cannot be sent as JSON: {exc}") from None
+    return payload
+
+
 def build_request(
     config: ClientConfig,
     request: CreateChatCompletionRequest,
@@ -161,18 +190,7 @@ def build_request(
     endpoint: Endpoint = OPENAI,
 ) -> HttpRequest:
     """Validate `request` and turn it into an `HttpRequest` for `config`'s server."""
-    validate_request(request)
-    try:
-        body = request_body(request, stream=stream)
-    except RecursionError:
-        raise InvalidArgumentError(
-            "messages", "nested too deeply to send (does a message contain itself?)"
-        ) from None
-    try:
-        payload = _encode_json(body)
-    except (TypeError, ValueError) as exc:
-        field = _unencodable_field(request, body)
-        raise InvalidArgumentError(field, f"cannot be sent as JSON: {exc}") from None
+    payload = encoded_body(request, stream=stream)
     headers: dict[str, str] = {
         "Content-Type": "application/json",
         **base_headers(

@@ -487,6 +487,26 @@ class CreateChatCompletionRequest(Model):
     extra_headers: dict[str, str] | None = None
     extra_query: dict[str, str] | None = None
 
+    def to_body(self) -> dict[str, Any]:
+        """The exact JSON body chatlib sends for this request, as data.
+
+        Unlike `to_dict()` (this model's fields, `extra_body`, `extra_headers` and
+        `extra_query` included), this is what goes on the wire: the fields that were set,
+        messages in their clean request form, `extra_body` merged into the top level, and
+        nothing of `extra_headers`/`extra_query` (they are HTTP headers and query
+        parameters, not body). It is the `body` of a line of a Batch API file.
+
+        Raises:
+            InvalidArgumentError: the request would be refused before sending; names the
+                field.
+        """
+        import json
+
+        from chatlib._request import encoded_body
+
+        body: dict[str, Any] = json.loads(encoded_body(self, stream=self.stream is True))
+        return body
+
 
 # Functional form on purpose: the values are evaluated at runtime even under
 # `from __future__ import annotations`, so `Required` shows in `__required_keys__`.

@@ -681,13 +681,21 @@ def test_every_command_option_and_exit_status_is_documented() -> None:
     page = (Path(__file__).resolve().parent.parent / "docs" / "cli.md").read_text("utf-8")
     parser = build_parser()
     (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
-    assert sorted(commands.choices) == ["chat", "demo", "repl", "serve"]
+    assert sorted(commands.choices) == ["batch", "chat", "demo", "repl", "serve"]
+
+    def options(parser: argparse.ArgumentParser) -> list[str]:
+        found = []
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):  # `batch run`, `batch make`
+                for nested in action.choices.values():
+                    found += options(nested)
+            found += [o for o in action.option_strings if o not in ("-h", "--help")]
+        return found
+
     for name, sub in commands.choices.items():
         assert f"## `chatlib {name}`" in page
-        for action in sub._actions:
-            for option in action.option_strings:
-                if option not in ("-h", "--help"):
-                    assert f"`{option}" in page, f"chatlib {name} {option} is not documented"
+        for option in options(sub):
+            assert f"`{option}" in page, f"chatlib {name} {option} is not documented"
     statuses = [v for k, v in vars(_common).items() if k.isupper() and isinstance(v, int)]
     assert sorted(statuses) == [0, 1, 2, 3, 4, 130, 141]
     for status in statuses:
@@ -704,3 +712,23 @@ def test_the_command_line_loads_no_client_library_until_a_command_runs(tmp_path:
         tmp_path,
     )
     assert loaded == []
+
+
+def test_batch_is_a_subcommand_of_chatlib(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [str(CHATLIB_SCRIPT), "batch", "make", "--model", "m", "--system", "Be brief.", "-"],
+        input="first\n\nsecond\n",
+        env=clean_env(),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [line["custom_id"] for line in lines] == ["line-1", "line-3"]
+    assert lines[1]["url"] == "/v1/chat/completions"
+    assert lines[1]["body"]["messages"] == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "second"},
+    ]

@@ -55,6 +55,14 @@ CORE = [
     "errors.py",
     "models.py",
     "sse.py",
+    # The batch runner's rules (its I/O is in batch/_runner.py and the cluster modules).
+    "batch/_flow.py",
+    "batch/_format.py",
+    "batch/_idset.py",
+    "batch/_limits.py",
+    "batch/_progress.py",
+    "batch/_resume.py",
+    "batch/_summary.py",
 ]
 IO_MODULES = {"asyncio", "socket", "ssl", "threading", "requests", "urllib3", "aiohttp", "http"}
 
@@ -108,22 +116,57 @@ def test_the_core_imports_no_transport_nor_facade() -> None:
 # ---------------------------------------------------------------- the public names
 
 
-def test_the_stub_holds_only_imports_of_public_names() -> None:
-    for number, line in enumerate((PACKAGE / "__init__.pyi").read_text("utf-8").splitlines(), 1):
+STUBS = sorted(PACKAGE.rglob("__init__.pyi"))
+LAZY_PACKAGES = ["chatlib", "chatlib.batch"]
+
+
+@pytest.mark.parametrize("stub", STUBS, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_a_stub_holds_only_imports_of_public_names(stub: Path) -> None:
+    for number, line in enumerate(stub.read_text("utf-8").splitlines(), 1):
         words = line.split()
         if not words or words[0] == "#" or line == "__version__: str":
             continue
         shaped = words[0] == "from" and words[2] == "import"
         aliased = len(words) == 6 and words[4] == "as" and words[3] == words[5]
-        assert shaped and (words[3:] == ["*"] or aliased), f"__init__.pyi:{number}: {line}"
+        assert shaped and (words[3:] == ["*"] or aliased), f"{stub.name}:{number}: {line}"
 
 
-def test_every_public_name_is_the_object_its_module_defines() -> None:
-    for name in chatlib.__all__:
+def test_every_stub_belongs_to_a_lazy_package() -> None:
+    assert sorted(p.parent.relative_to(ROOT).as_posix().replace("/", ".") for p in STUBS) == (
+        sorted(LAZY_PACKAGES)
+    )
+
+
+@pytest.mark.parametrize("package", LAZY_PACKAGES)
+def test_every_public_name_is_the_object_its_module_defines(package: str) -> None:
+    module = importlib.import_module(package)
+    stub = Path(module.__file__ or "").with_suffix(".pyi").read_text("utf-8")
+    named = {line.split()[3]: line.split()[1] for line in stub.splitlines() if " as " in line}
+    for name in module.__all__:
         if name == "__version__":
             continue
-        module = importlib.import_module(chatlib._module_of(name) or "")
-        assert getattr(chatlib, name) is getattr(module, name), name
+        source = named.get(name)
+        if source is None:  # from a star import: the module whose `__all__` lists it
+            source = next(
+                m
+                for m in (line.split()[1] for line in stub.splitlines() if line.endswith("*"))
+                if name in importlib.import_module(m).__all__
+            )
+        assert getattr(module, name) is getattr(importlib.import_module(source), name), name
+
+
+def test_building_the_command_line_loads_no_client_module(tmp_path: Path) -> None:
+    code = (
+        "import sys, chatlib.cli\n"
+        "chatlib.cli.build_parser()\n"
+        "print(sorted(m for m in sys.modules if m.startswith('chatlib.') or m in "
+        "('attrs', 'cattrs', 'requests', 'aiohttp')))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    loaded = eval(done.stdout)
+    assert not [m for m in loaded if m in ("attrs", "cattrs", "requests", "aiohttp")], loaded
 
 
 def test_every_error_class_is_public_at_the_top_level() -> None:
