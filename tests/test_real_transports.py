@@ -176,7 +176,7 @@ def test_sync_transport_failures_become_chatlib_errors(
     assert type(caught.value) is expected
     assert not isinstance(caught.value, requests.RequestException)
     assert caught.value.request_url == CHAT_URL
-    assert caught.value.__suppress_context__
+    assert caught.value.__context__ is None and caught.value.__cause__ is None  # not even hidden
 
 
 def test_sync_connection_failure_of_a_stream(
@@ -305,7 +305,7 @@ async def test_async_transport_failures_become_chatlib_errors(
     assert type(caught.value) is expected
     assert not isinstance(caught.value, aiohttp.ClientError)
     assert caught.value.request_url == CHAT_URL
-    assert caught.value.__suppress_context__
+    assert caught.value.__context__ is None and caught.value.__cause__ is None  # not even hidden
 
 
 async def test_async_connection_failure_of_a_stream(mocked_aiohttp: aioresponses) -> None:

@@ -528,3 +528,39 @@ def test_url_credentials_and_an_api_key_together_are_refused_without_echoing() -
         SyncChat(base_url=f"http://user:{URL_SECRET}@127.0.0.1:9/v1", api_key=KEY)
     assert info.value.field == "base_url"
     assert URL_SECRET not in str(info.value) and KEY not in str(info.value)
+
+
+# ---------------------------------------------------------------- exception chains
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
+
+
+@pytest.mark.parametrize("fault", ["refused", "dropped before headers", "dropped mid-stream"])
+def test_a_connection_error_chains_no_http_library_exception(
+    facade: Any, server: LocalServer, fault: str
+) -> None:
+    """The HTTP library's own exception holds the prepared request, Authorization header
+    included; pickling an error with its chain (tblib, which Dask installs process-wide,
+    does) would carry it. So the chatlib error is not chained to it, not even silently."""
+    url = closed_port_url() if fault == "refused" else server.base_url
+    if fault == "dropped before headers":
+        server.enqueue(Disconnect())
+    elif fault == "dropped mid-stream":
+        server.enqueue(Disconnect("mid_stream"))
+    client = facade.client(base_url=url, api_key=KEY, timeout=FAST, max_retries=0)
+    with pytest.raises(APIConnectionError) as info:
+        if fault == "dropped mid-stream":
+            client.stream(model="m", messages=[USER]).collect()
+        else:
+            client.create(model="m", messages=[USER])
+    chain = _chain(info.value)
+    assert all(isinstance(error, APIError) for error in chain), [type(e) for e in chain]
+    for error in chain:  # what a chain-pickler carries of each: its type, args and state
+        assert_secret_absent(pickle.dumps((type(error), error.args, vars(error))))

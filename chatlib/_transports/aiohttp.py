@@ -51,11 +51,14 @@ class _AiohttpResponse:
         self.headers: Mapping[str, str] = response.headers
 
     async def aiter_bytes(self) -> AsyncIterator[bytes]:
+        failure: APIConnectionError | None = None
         try:
             async for piece in self._response.content.iter_any():
                 yield piece
         except _FAILURES as exc:
-            raise _translate(exc, self._url) from None
+            failure = _translate(exc, self._url)
+        if failure is not None:
+            raise failure  # raised outside the except: see `AiohttpTransport.send`
 
     async def aclose(self) -> None:
         self.close()
@@ -215,6 +218,7 @@ class AiohttpTransport:
         pool = None if not self._owns_session else self._pool_for(loop)
         session = pool.session if pool is not None else self._callers_session(loop)
         timeout = request.timeout
+        failure: APIConnectionError | None = None
         try:
             response = await session.request(
                 request.method,
@@ -230,7 +234,11 @@ class AiohttpTransport:
                 allow_redirects=False,  # the core follows redirects (credentials stay home)
             )
         except _FAILURES as exc:
-            raise _translate(exc, request.url) from None
+            failure = _translate(exc, request.url)
+        if failure is not None:
+            # Raised outside the `except`, so the library's exception (whose request info
+            # holds the headers, the key among them) is not its `__context__`.
+            raise failure
         if pool is not None:
             pool.guard.responses.add(response)
         return _AiohttpResponse(response, request.url)

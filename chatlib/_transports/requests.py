@@ -70,6 +70,7 @@ class _RequestsResponse:
             sock = getattr(getattr(raw, "_connection", None), "sock", None)
             if sock is not None:
                 self._watch = watchdog.watch(deadline, sock)
+        failure: APIConnectionError | None = None
         try:
             if raw.chunked or not hasattr(raw, "read1"):
                 pieces: Iterator[bytes] = self._response.iter_content(chunk_size=None)
@@ -85,9 +86,11 @@ class _RequestsResponse:
             if self._watch is not None and self._watch.fired:
                 raise deadline_exceeded(self._url)  # the body "ended": the watchdog cut it
         except _FAILURES as exc:
-            raise _translate(exc, self._url, deadline) from None
+            failure = _translate(exc, self._url, deadline)
         finally:
             self._unwatch()
+        if failure is not None:
+            raise failure  # raised outside the except: see `send`
 
     def settle(self, seconds: float) -> None:
         """Wait at most `seconds` for each further read (the end of a finished stream)."""
@@ -234,6 +237,7 @@ class RequestsTransport:
         timeout = request.timeout
         deadline = None if timeout.total is None else time.monotonic() + timeout.total
         context = _DEADLINE.set(deadline)
+        failure: APIConnectionError | None = None
         try:
             response = session.request(
                 request.method,
@@ -247,9 +251,14 @@ class RequestsTransport:
                 verify=self._verify,
             )
         except _FAILURES as exc:
-            raise _translate(exc, request.url, deadline) from None
+            failure = _translate(exc, request.url, deadline)
         finally:
             _DEADLINE.reset(context)
+        if failure is not None:
+            # Raised outside the `except`, so the library's exception is not its
+            # `__context__`: that one holds the prepared request, Authorization header and all,
+            # and would travel with the error wherever it is pickled with its chain.
+            raise failure
         return _RequestsResponse(response, request.url, deadline=deadline)
 
     def close(self) -> None:
