@@ -1,6 +1,6 @@
 """What `SyncChat` and `AsyncChat` share that is not I/O: settings, the constructor body,
-planning a call, copies, pickling and `repr`. Each facade adds its transport and its way
-of waiting."""
+planning a call and a tool run, copies, pickling and `repr`. Each facade adds its transport
+and its way of waiting."""
 
 from __future__ import annotations
 

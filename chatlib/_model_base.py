@@ -22,6 +22,7 @@ from chatlib._headers import redact
 __all__ = [
     "EMPTY_EXTRA",
     "LOCAL",
+    "MODEL_TAIL",
     "Model",
     "OpenEnum",
     "is_local",
@@ -103,7 +104,8 @@ class OpenEnum(str, enum.Enum):
         return found if found is not None else cls(value)
 
 
-_TAIL = frozenset({"extra", "_fields_set"})
+MODEL_TAIL = frozenset({"extra", "_fields_set"})
+"""The two fields `model` adds to every model: its unknown fields and its set-field names."""
 
 LOCAL = "chatlib_local"
 """The attrs metadata key of a client-side field: never sent, never parsed, never compared."""
@@ -167,7 +169,7 @@ class Model:
         return frozenset(
             name
             for name in self._fields_set
-            if name in declared and name not in _TAIL and not is_local(declared[name])
+            if name in declared and name not in MODEL_TAIL and not is_local(declared[name])
         )
 
     def __repr__(self) -> str:
@@ -199,7 +201,7 @@ def model_fields_shown(obj: Model) -> list[tuple[str, Any]]:
     shown: list[tuple[str, Any]] = []
     for field in type(obj).__attrs_attrs__:
         name = field.name
-        if name in _TAIL:
+        if name in MODEL_TAIL:
             continue
         if is_local(field):
             continue  # client-side (`parsed`): not a constructor argument, so not in a repr
@@ -229,8 +231,8 @@ def _track_fields_set(cls: type[Any]) -> None:
 def model(cls: type[_T]) -> type[_T]:
     """Make `cls` a slotted, keyword-only attrs model with set-field tracking.
 
-    Declare `extra` and `_fields_set` last, via `MODEL_TAIL`-style fields:
-    the decorator adds them itself.
+    Do not declare `extra` and `_fields_set` (`MODEL_TAIL`): the decorator adds them itself,
+    after the declared fields.
     """
     annotations = cls.__dict__.get("__annotations__", {})
     annotations["extra"] = "Mapping[str, Any]"

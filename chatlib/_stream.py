@@ -27,13 +27,9 @@ from chatlib.models import (
     CreateChatCompletionResponse,
 )
 
-if TYPE_CHECKING:  # loaded on first use of `events()`: most streams never need it
-    from chatlib._events import ChatCompletionStreamEvent, EventOptions, StreamEvents
-
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # `_events` and `notebook` load on first use: most streams never need them
+    from chatlib._events import ChatCompletionStreamEvent, StreamEvents
     from chatlib._structured import OutputPlan
-
-if TYPE_CHECKING:
     from chatlib.notebook import DisplayHandle, LiveView
 
 __all__ = ["DRAIN_BYTES", "DRAIN_SECONDS", "Drain", "StreamBase", "StreamState"]
@@ -72,7 +68,6 @@ class StreamState:
         "_accumulator",
         "_clock",
         "_deadline",
-        "_event_options",
         "_events",
         "_failure",
         "_request",
@@ -94,7 +89,6 @@ class StreamState:
         clock: Callable[[], float],
         response_headers: Mapping[str, str],
         request: CreateChatCompletionRequest | None = None,
-        event_options: EventOptions | None = None,
         outputs: OutputPlan | None = None,
         secrets: Secrets | None = None,
     ) -> None:
@@ -112,7 +106,6 @@ class StreamState:
         self._failure: ChatLibError | None = None
         self._taken = 0
         self._request = request
-        self._event_options = event_options
         self._events: StreamEvents | None = None
         self.event_queue: deque[ChatCompletionStreamEvent] = deque()  # made, not handed out
 
@@ -199,17 +192,16 @@ class StreamState:
             )
         from chatlib._events import EventOptions, StreamEvents
 
-        options = self._event_options
-        if options is None and self._request is not None:
-            options = EventOptions.for_request(self._request)
+        request = self._request
+        options = EventOptions.for_request(request) if request is not None else None
         outputs = self.outputs
         if outputs is not None:  # typed `parsed` at `.done`, as `get_final_completion` has
+            base = options or EventOptions()
             options = attrs.evolve(
-                options or EventOptions(),
-                json_content=outputs.content is not None
-                or (options or EventOptions()).json_content,
+                base,
+                json_content=outputs.content is not None or base.json_content,
                 parse_content=outputs.content_parser(self._accumulator.result),
-                strict_tools=(options or EventOptions()).strict_tools | frozenset(outputs.tools),
+                strict_tools=base.strict_tools | frozenset(outputs.tools),
                 parse_arguments=outputs.arguments_parser(self._accumulator.result),
             )
         self._events = StreamEvents(options, accumulator=self._accumulator)
