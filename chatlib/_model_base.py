@@ -112,19 +112,19 @@ LOCAL = "chatlib_local"
 
 
 def local_field() -> Any:
-    """A field chatlib fills in on the client (`message.parsed`, `function.parsed_arguments`).
+    """A field chatlib fills in on the client (`message.parsed`, `function.parsed_arguments`,
+    the response headers a completion keeps in `_headers`).
 
-    It is not part of the wire data: `to_dict()`, parsing and `==` ignore it, the constructor
-    does not take it, and it starts as `None`.
+    It is not part of the wire data: `to_dict()`, `fields_set`, the repr, parsing and `==`
+    ignore it, the constructor does not take it, and it starts as `None`; a copy and a
+    pickle keep it.
     """
     return attrs.field(default=None, init=False, eq=False, metadata={LOCAL: True})
 
 
 def is_local(field: attrs.Attribute[Any]) -> bool:
-    """Whether `field` is client-side, not wire data: a `local_field`, or a private slot
-    (a leading `_`, such as the response headers a completion keeps beside its JSON)."""
-    name = field.name
-    return bool(field.metadata.get(LOCAL)) or (name[0] == "_" and name != "_fields_set")
+    """Whether `field` is client-side, not wire data: declared with `local_field()`."""
+    return bool(field.metadata.get(LOCAL))
 
 
 class Model:
