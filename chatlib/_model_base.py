@@ -17,6 +17,7 @@ from typing import Any, ClassVar, TypeVar
 import attrs
 from typing_extensions import dataclass_transform
 
+from chatlib._display import RichDisplay
 from chatlib._headers import redact
 
 __all__ = [
@@ -127,7 +128,7 @@ def is_local(field: attrs.Attribute[Any]) -> bool:
     return bool(field.metadata.get(LOCAL))
 
 
-class Model:
+class Model(RichDisplay):
     """Base class of all wire models.
 
     `extra` holds the fields a server sent that this class does not declare (vendor
@@ -176,21 +177,7 @@ class Model:
         shown = [f"{name}={value!r}" for name, value in model_fields_shown(self)]
         return f"{type(self).__name__}({', '.join(shown)})"
 
-    # Jupyter and IPython displays: the rules are in chatlib.notebook, loaded on first use.
-    def _repr_markdown_(self) -> str | None:
-        from chatlib.notebook import markdown_view
-
-        return markdown_view(self)
-
-    def _repr_html_(self) -> str | None:
-        from chatlib.notebook import html_view
-
-        return html_view(self)
-
-    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
-        from chatlib.notebook import pretty
-
-        pretty(self, p, cycle)
+    _repr_pretty_ = RichDisplay._repr_pretty_  # beside `__repr__`, for IPython (see there)
 
 
 def model_fields_shown(obj: Model) -> list[tuple[str, Any]]:

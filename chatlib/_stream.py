@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 import attrs
 
 from chatlib._accumulate import ChatCompletionAccumulator
+from chatlib._display import RichDisplay
 from chatlib._headers import EMPTY_HEADERS, Headers, Secrets
 from chatlib._metadata import RateLimits
 from chatlib._parse import ChunkParser, fold_chunk
@@ -232,7 +233,7 @@ class _ResponseHead(Protocol):
 _R = TypeVar("_R", bound=_ResponseHead)
 
 
-class StreamBase(Generic[_R]):
+class StreamBase(RichDisplay, Generic[_R]):
     """The non-I/O half of a stream class: `_response` and `_state` are set once it has
     started (at once for `ChatStream`, on first use for `AsyncChatStream`)."""
 
@@ -285,7 +286,9 @@ class StreamBase(Generic[_R]):
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self._status} request_id={self.request_id!r}>"
 
-    # Jupyter and IPython displays: the rules are in chatlib.notebook, loaded on first use.
+    _repr_pretty_ = RichDisplay._repr_pretty_  # beside `__repr__`, for IPython (see there)
+
+    # A stream shows what has arrived so far and where it stands.
     def _repr_markdown_(self) -> str:
         from chatlib.notebook import stream_markdown
 
@@ -295,11 +298,6 @@ class StreamBase(Generic[_R]):
         from chatlib.notebook import stream_html
 
         return stream_html(self.accumulated, self.request_id, self._display_status())
-
-    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
-        from chatlib.notebook import pretty
-
-        pretty(self, p, cycle)
 
     def _display_status(self) -> str | None:
         """What a display says of the stream: `None` once it is finished (the footer)."""
