@@ -242,6 +242,12 @@ class AzureClient(ClientBase[Any]):
     _settings_type: ClassVar[Any] = AzureSettings
     _setting_names: ClassVar[tuple[str, ...]] = AZURE_SETTING_NAMES
 
+    def _setup(self, settings: Any, **transport: Any) -> None:
+        """The constructor body of both Azure clients: Azure's settings resolved, then the
+        facade's own."""
+        client_settings, self._endpoint = resolve_azure(settings)
+        super()._setup(client_settings, **transport)
+
     @property
     def deployment(self) -> str | None:
         """The deployment every call goes to, or `None`: each call's `model` names it."""
