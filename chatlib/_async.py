@@ -186,12 +186,8 @@ class AsyncChatStream(StreamBase[AsyncResponse], AsyncIterator[CreateChatComplet
             raise
 
     async def events(self) -> AsyncIterator[ChatCompletionStreamEvent]:
-        """The stream as typed events, in the official SDK's order: `chunk`,
-        `content.delta`/`.done`, `refusal.delta`/`.done`,
-        `tool_calls.function.arguments.delta`/`.done`, `logprobs.content.delta`/`.done`...
-        (see the stream events page): `async for event in stream.events()`. Call it before
-        reading any chunk; chunks read directly afterwards still make their events, handed
-        out by the next iteration.
+        """The stream as typed events, `async for event in stream.events()`; see
+        `ChatStream.events`.
 
         Raises:
             RuntimeError: chunks were read before the first call: events describe the
@@ -227,13 +223,9 @@ class AsyncChatStream(StreamBase[AsyncResponse], AsyncIterator[CreateChatComplet
         return self._final_completion()
 
     async def display(self, *, handle: DisplayHandle | None = None) -> CreateChatCompletionResponse:
-        """Show the answer as it arrives and return the whole completion (`await` it).
-
-        In Jupyter the answer renders as Markdown in one output area, updated in place (at
-        most 20 times a second) and ended with a footer (model, finish reason, tokens,
-        request id); elsewhere its text is printed as it arrives. Interrupting (the
-        notebook's stop button, a cancelled task) closes the stream; what arrived stays
-        shown and in `accumulated`.
+        """Show the answer as it arrives and return the whole completion (`await` it); see
+        `ChatStream.display`. Interrupting (the notebook's stop button, a cancelled task)
+        closes the stream; what arrived stays shown and in `accumulated`.
 
         Args:
             handle: The output area to render into (an IPython `DisplayHandle`); by default
@@ -310,7 +302,7 @@ class AsyncChat(ClientBase[AsyncTransport]):
     """
 
     _default_transport = AiohttpTransport
-    _awaits_providers = True
+    _awaits = True
 
     def __init__(
         self,
@@ -416,15 +408,7 @@ class AsyncChat(ClientBase[AsyncTransport]):
         **params: Unpack[ChatCompletionParams],
     ) -> CreateChatCompletionResponse:
         """Create a chat completion and parse the answer into `response_format` (`await`
-        it); see `SyncChat.parse`.
-
-        Raises:
-            LengthFinishReasonError: The answer was cut off at the token limit.
-            ContentFilterFinishReasonError: The content filter stopped it.
-            RefusalError: The model refused (`.refusal`).
-            OutputValidationError: The answer (or a call's arguments) is not JSON or does
-                not match (`.field` names the first place that fails).
-        """
+        it); see `SyncChat.parse`, and the errors it raises."""
         call = self._plan(request, dict(params), stream=False, timeout=timeout, parse=True)
         return await run_flow(call.completion_flow(), self._transport)
 
@@ -438,21 +422,9 @@ class AsyncChat(ClientBase[AsyncTransport]):
         **params: Any,
     ) -> ToolRunResult:
         """Let the model call your functions until it answers (`await` it); see
-        `SyncChat.run_tools`. The calls of one turn run at once: async tools are awaited,
-        sync ones run in worker threads.
-
-        Raises:
-            ToolLoopLimitError: The model still asked for tools after `max_rounds` model
-                calls (it carries the conversation).
-        """
-        loop = self._tool_loop(
-            params,
-            tools=tools,
-            max_rounds=max_rounds,
-            timeout=timeout,
-            stream=False,
-            allow_async=True,
-        )
+        `SyncChat.run_tools`, and the error it raises. The calls of one turn run at once:
+        async tools are awaited, sync ones run in worker threads."""
+        loop = self._tool_loop(params, tools, max_rounds, timeout, stream=False)
         async for event in self._tool_events(loop):
             if isinstance(event, ToolRunDone):
                 return event.result
@@ -469,14 +441,7 @@ class AsyncChat(ClientBase[AsyncTransport]):
     ) -> AsyncIterator[ToolRunEvent]:
         """`run_tools`, streamed (not awaited: `async for event in achat.run_tools_stream(...)`);
         see `SyncChat.run_tools_stream`. Bad arguments raise here, at once."""
-        loop = self._tool_loop(
-            params,
-            tools=tools,
-            max_rounds=max_rounds,
-            timeout=timeout,
-            stream=True,
-            allow_async=True,
-        )
+        loop = self._tool_loop(params, tools, max_rounds, timeout, stream=True)
         return self._tool_events(loop)
 
     async def _tool_events(self, loop: ToolLoop) -> AsyncIterator[ToolRunEvent]:

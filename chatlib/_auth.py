@@ -18,6 +18,7 @@ from typing import Any, Union
 import attrs
 
 from chatlib._checks import check_header_value
+from chatlib._endpoint import Endpoint
 from chatlib.errors import CredentialError, InvalidArgumentError, MissingAPIKeyError
 
 __all__ = [
@@ -185,13 +186,14 @@ class ProvidedCredential:
 
     @classmethod
     def of(
-        cls, key: object, header_name: str, bearer: bool, headers: Mapping[str, str]
+        cls, key: object, endpoint: Endpoint, headers: Mapping[str, str]
     ) -> ProvidedCredential | None:
-        """The credential a call fetches per attempt: `None` for a fixed key (already in
-        `headers`), no key, or a header the caller set itself (it wins)."""
+        """The credential a call fetches per attempt, sent as `endpoint` sends one: `None`
+        for a fixed key (already in `headers`), no key, or a header the caller set itself
+        (it wins)."""
         if not isinstance(key, KeyProvider):
             return None
-        lowered = header_name.lower()
+        lowered = endpoint.credential_header.lower()
         if any(name.lower() == lowered for name in headers):
             return None
-        return cls(key, header_name, bearer)
+        return cls(key, endpoint.credential_header, endpoint.bearer)

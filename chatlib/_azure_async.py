@@ -10,7 +10,7 @@ from typing_extensions import Unpack
 from chatlib._async import AsyncChat
 from chatlib._transports.aiohttp import ClientSession
 from chatlib._transports.base import AsyncTransport
-from chatlib.azure import AzureClient, AzureSettings, resolve_azure
+from chatlib.azure import AzureClient, AzureSettings
 
 __all__ = ["AsyncAzureChat"]
 
@@ -41,11 +41,6 @@ class AsyncAzureChat(AzureClient, AsyncChat):
         verify: bool | str = True,
         **settings: Unpack[AzureSettings],
     ) -> None:
-        client_settings, self._endpoint = resolve_azure(settings)
-        super().__init__(
-            session=session,
-            transport=transport,
-            pool_maxsize=pool_maxsize,
-            verify=verify,
-            **client_settings,
+        self._setup(
+            settings, transport=transport, session=session, pool_maxsize=pool_maxsize, verify=verify
         )

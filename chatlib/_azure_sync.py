@@ -10,7 +10,7 @@ from typing_extensions import Unpack
 from chatlib._sync import SyncChat
 from chatlib._transports.base import SyncTransport
 from chatlib._transports.requests import Session
-from chatlib.azure import AzureClient, AzureSettings, resolve_azure
+from chatlib.azure import AzureClient, AzureSettings
 
 __all__ = ["AzureChat"]
 
@@ -39,11 +39,6 @@ class AzureChat(AzureClient, SyncChat):
         verify: bool | str = True,
         **settings: Unpack[AzureSettings],
     ) -> None:
-        client_settings, self._endpoint = resolve_azure(settings)
-        super().__init__(
-            session=session,
-            transport=transport,
-            pool_maxsize=pool_maxsize,
-            verify=verify,
-            **client_settings,
+        self._setup(
+            settings, transport=transport, session=session, pool_maxsize=pool_maxsize, verify=verify
         )

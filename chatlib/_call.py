@@ -1,8 +1,9 @@
 """One call, planned before any I/O: its HTTP request, whether it streams, and its flows.
 
-`plan_call` gathers what `create`/`stream` were given (a request object or keyword
-arguments, messages of any accepted kind), validates it and builds the request; the `Call`
-it returns gives the flow each facade drives, and the state of the stream it opens.
+`plan_call` gathers what `create`/`stream`/`parse` were given (a request object or keyword
+arguments, messages of any accepted kind), validates it and builds the request;
+`plan_request` wraps a request built elsewhere (the stored-completion calls). The `Call`
+either returns gives the flow each facade drives, and the state of the stream it opens.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import attrs
 
@@ -18,7 +19,7 @@ from chatlib._auth import ProvidedCredential
 from chatlib._config import ClientConfig, Timeout, TimeoutLike
 from chatlib._endpoint import OPENAI, Endpoint
 from chatlib._flow import Finish, Flow, keep_open, parse_body, request_flow
-from chatlib._headers import Headers, Secrets
+from chatlib._headers import Headers, Secrets, request_id_of
 from chatlib._parse import ChunkParser, parse_completion
 from chatlib._request import HttpRequest, build_request
 from chatlib._retry import RetryPolicy
@@ -27,9 +28,6 @@ from chatlib._structured import OutputPlan, prepare_outputs
 from chatlib._validate import check_param_names
 from chatlib.errors import InvalidArgumentError
 from chatlib.models import ChatMessage, CreateChatCompletionRequest, CreateChatCompletionResponse
-
-if TYPE_CHECKING:
-    from chatlib._events import EventOptions
 
 __all__ = ["Call", "plan_call", "plan_request"]
 
@@ -41,10 +39,10 @@ class Call:
     """A call ready to run: its request, whether it streams, and the settings it runs under.
 
     One per call: its flow fixes the total deadline, which the stream it opens then keeps to.
-    What the events of the stream it opens parse (`stream.events()`) follows `request`, or
-    `event_options` when set (the hook for typed parsing).
-    `credential` is the key provider it calls before each attempt (if any); `secrets`
-    gathers every credential it sent, to be redacted from the errors it raises.
+    What the events of the stream it opens parse (`stream.events()`) follows `request` (kept
+    for streamed calls only) and `outputs`. `credential` is the key provider it calls before
+    each attempt (if any); `secrets` gathers every credential it sent, to be redacted from
+    the errors it raises.
     """
 
     http_request: HttpRequest
@@ -52,7 +50,6 @@ class Call:
     config: ClientConfig
     deadline: float | None = None
     request: CreateChatCompletionRequest | None = None
-    event_options: EventOptions | None = None
     outputs: OutputPlan | None = None  # how to parse a typed answer (`parse`, typed tools)
     credential: ProvidedCredential | None = None
     secrets: Secrets = attrs.field(factory=Secrets)
@@ -122,7 +119,7 @@ class Call:
         """The state of the stream this call opened."""
         headers = Headers(response_headers)
         parser = ChunkParser(
-            request_id=headers.get("x-request-id"),
+            request_id=request_id_of(headers),
             max_line_bytes=self.config.max_line_bytes,
             require_done=self.config.require_done,
         )
@@ -133,7 +130,6 @@ class Call:
             response_headers=headers,
             secrets=self.secrets,
             request=self.request,
-            event_options=self.event_options,
             outputs=self.outputs,
         )
 
@@ -147,9 +143,7 @@ def _then_apply(
 
 def plan_request(config: ClientConfig, endpoint: Endpoint, http_request: HttpRequest) -> Call:
     """A call that sends `http_request` (built for `config` and `endpoint`) and is read whole."""
-    credential = ProvidedCredential.of(
-        config.api_key, endpoint.credential_header, endpoint.bearer, http_request.headers
-    )
+    credential = ProvidedCredential.of(config.api_key, endpoint, http_request.headers)
     return Call(http_request=http_request, stream=False, config=config, credential=credential)
 
 
@@ -235,9 +229,7 @@ def plan_call(
         idempotency_key=idempotency_key,
         endpoint=endpoint,
     )
-    credential = ProvidedCredential.of(
-        config.api_key, endpoint.credential_header, endpoint.bearer, http_request.headers
-    )
+    credential = ProvidedCredential.of(config.api_key, endpoint, http_request.headers)
     return Call(
         http_request=http_request,
         stream=streaming,

@@ -1,6 +1,6 @@
 """What `SyncChat` and `AsyncChat` share that is not I/O: settings, the constructor body,
-planning a call, copies, pickling and `repr`. Each facade adds its transport and its way
-of waiting."""
+planning a call and a tool run, copies, pickling and `repr`. Each facade adds its transport
+and its way of waiting."""
 
 from __future__ import annotations
 
@@ -41,8 +41,9 @@ class ClientBase(Generic[_Transport]):
     _endpoint: Endpoint = OPENAI
     # Builds the facade's own transport: (session, *, pool_maxsize, verify) -> transport.
     _default_transport: ClassVar[Callable[..., Any]]
-    # Whether the facade awaits what a key provider returns (async providers allowed).
-    _awaits_providers: ClassVar[bool] = False
+    # Whether the facade awaits what the user's functions return: async key providers and
+    # async tools are allowed.
+    _awaits: ClassVar[bool] = False
     # The settings the constructor takes (Azure's clients take more), in their order.
     _settings_type: ClassVar[Any] = ClientSettings
     _setting_names: ClassVar[tuple[str, ...]] = SETTING_NAMES
@@ -71,7 +72,7 @@ class ClientBase(Generic[_Transport]):
         """`config`, once its key provider (if any) is one this facade can call."""
         key = config.api_key
         if isinstance(key, KeyProvider):
-            check_provider(key.setting, key, allow_async=self._awaits_providers)
+            check_provider(key.setting, key, allow_async=self._awaits)
         return config
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -118,16 +119,15 @@ class ClientBase(Generic[_Transport]):
     def _tool_loop(
         self,
         params: dict[str, Any],
-        *,
         tools: Any,
         max_rounds: Any,
         timeout: TimeoutLike | None,
+        *,
         stream: bool,
-        allow_async: bool,
     ) -> ToolLoop:
         """The core tool loop for `run_tools`/`run_tools_stream`, its arguments checked and
         its first call planned now, so that bad arguments raise before anything is sent."""
-        setup = prepare_tool_run(params, tools, max_rounds=max_rounds, allow_async=allow_async)
+        setup = prepare_tool_run(params, tools, max_rounds=max_rounds, allow_async=self._awaits)
 
         def plan(messages: list[Any]) -> Call:
             round_params = {**setup.params, "messages": messages, "tools": setup.tools}

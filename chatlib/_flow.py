@@ -227,58 +227,41 @@ def request_flow(
         secrets = Secrets()
     secrets.add_request(request.headers, request.url)
     try:
-        return (
-            yield from _request_flow(
-                request, finish, policy, clock, wall_clock, rand, deadline, credential, secrets
-            )
-        )
+        if deadline is None and request.timeout.total is not None:
+            deadline = clock() + request.timeout.total
+        log = _log.CallLog(clock)
+        attempt = redirects = 0
+        first_url = request.url
+        provided: tuple[str, str] | None = None
+        while True:
+            if credential is not None and provided is None:
+                provided = credential.header((yield GetCredential(credential.provider)))
+                secrets.add(provided[1])
+            timeout = _attempt_timeout(request.timeout, deadline, clock())
+            sent = _with_timeout(request, timeout)
+            if provided is not None and same_origin(request.url, first_url):
+                sent = attrs.evolve(sent, headers={**sent.headers, provided[0]: provided[1]})
+            log.send(sent, attempt)
+            may_redirect = redirects < MAX_REDIRECTS
+            outcome = yield from _attempt(sent, attempt, finish, may_redirect=may_redirect)
+            error = outcome.error if isinstance(outcome, _Failed) else None
+            log.outcome(request, attempt, outcome.status, outcome.headers, error)
+            if isinstance(outcome, _Done):
+                return outcome.value
+            if isinstance(outcome, _Redirected):
+                request = follow_redirect(request, outcome.location)
+                redirects += 1
+                continue  # a redirect is not a retry: same attempt, same budget, same credential
+            delay = _retry_delay(policy, attempt, outcome, deadline, clock, wall_clock, rand)
+            if delay is None:
+                raise outcome.error
+            log.retry(request, attempt, delay, outcome.error)
+            yield Sleep(delay)
+            attempt += 1
+            provided = None  # the next attempt asks the provider again
     except APIError as exc:
         redact_error(exc, secrets)
         raise
-
-
-def _request_flow(
-    request: HttpRequest,
-    finish: Finish[_T],
-    policy: RetryPolicy,
-    clock: Callable[[], float],
-    wall_clock: Callable[[], float],
-    rand: Callable[[], float],
-    deadline: float | None,
-    credential: ProvidedCredential | None,
-    secrets: Secrets,
-) -> Flow[_T]:
-    if deadline is None and request.timeout.total is not None:
-        deadline = clock() + request.timeout.total
-    log = _log.CallLog(clock)
-    attempt = redirects = 0
-    first_url = request.url
-    provided: tuple[str, str] | None = None
-    while True:
-        if credential is not None and provided is None:
-            provided = credential.header((yield GetCredential(credential.provider)))
-            secrets.add(provided[1])
-        timeout = _attempt_timeout(request.timeout, deadline, clock())
-        sent = _with_timeout(request, timeout)
-        if provided is not None and same_origin(request.url, first_url):
-            sent = attrs.evolve(sent, headers={**sent.headers, provided[0]: provided[1]})
-        log.send(sent, attempt)
-        outcome = yield from _attempt(sent, attempt, finish, may_redirect=redirects < MAX_REDIRECTS)
-        error = outcome.error if isinstance(outcome, _Failed) else None
-        log.outcome(request, attempt, outcome.status, outcome.headers, error)
-        if isinstance(outcome, _Done):
-            return outcome.value
-        if isinstance(outcome, _Redirected):
-            request = follow_redirect(request, outcome.location)
-            redirects += 1
-            continue  # a redirect is not a retry: same attempt, same budget, same credential
-        delay = _retry_delay(policy, attempt, outcome, deadline, clock, wall_clock, rand)
-        if delay is None:
-            raise outcome.error
-        log.retry(request, attempt, delay, outcome.error)
-        yield Sleep(delay)
-        attempt += 1
-        provided = None  # the next attempt asks the provider again
 
 
 def _retry_delay(

@@ -17,11 +17,13 @@ from typing import Any, ClassVar, TypeVar
 import attrs
 from typing_extensions import dataclass_transform
 
+from chatlib._display import RichDisplay
 from chatlib._headers import redact
 
 __all__ = [
     "EMPTY_EXTRA",
     "LOCAL",
+    "MODEL_TAIL",
     "Model",
     "OpenEnum",
     "is_local",
@@ -103,29 +105,30 @@ class OpenEnum(str, enum.Enum):
         return found if found is not None else cls(value)
 
 
-_TAIL = frozenset({"extra", "_fields_set"})
+MODEL_TAIL = frozenset({"extra", "_fields_set"})
+"""The two fields `model` adds to every model: its unknown fields and its set-field names."""
 
 LOCAL = "chatlib_local"
 """The attrs metadata key of a client-side field: never sent, never parsed, never compared."""
 
 
 def local_field() -> Any:
-    """A field chatlib fills in on the client (`message.parsed`, `function.parsed_arguments`).
+    """A field chatlib fills in on the client (`message.parsed`, `function.parsed_arguments`,
+    the response headers a completion keeps in `_headers`).
 
-    It is not part of the wire data: `to_dict()`, parsing and `==` ignore it, the constructor
-    does not take it, and it starts as `None`.
+    It is not part of the wire data: `to_dict()`, `fields_set`, the repr, parsing and `==`
+    ignore it, the constructor does not take it, and it starts as `None`; a copy and a
+    pickle keep it.
     """
     return attrs.field(default=None, init=False, eq=False, metadata={LOCAL: True})
 
 
 def is_local(field: attrs.Attribute[Any]) -> bool:
-    """Whether `field` is client-side, not wire data: a `local_field`, or a private slot
-    (a leading `_`, such as the response headers a completion keeps beside its JSON)."""
-    name = field.name
-    return bool(field.metadata.get(LOCAL)) or (name[0] == "_" and name != "_fields_set")
+    """Whether `field` is client-side, not wire data: declared with `local_field()`."""
+    return bool(field.metadata.get(LOCAL))
 
 
-class Model:
+class Model(RichDisplay):
     """Base class of all wire models.
 
     `extra` holds the fields a server sent that this class does not declare (vendor
@@ -167,28 +170,14 @@ class Model:
         return frozenset(
             name
             for name in self._fields_set
-            if name in declared and name not in _TAIL and not is_local(declared[name])
+            if name in declared and name not in MODEL_TAIL and not is_local(declared[name])
         )
 
     def __repr__(self) -> str:
         shown = [f"{name}={value!r}" for name, value in model_fields_shown(self)]
         return f"{type(self).__name__}({', '.join(shown)})"
 
-    # Jupyter and IPython displays: the rules are in chatlib.notebook, loaded on first use.
-    def _repr_markdown_(self) -> str | None:
-        from chatlib.notebook import markdown_view
-
-        return markdown_view(self)
-
-    def _repr_html_(self) -> str | None:
-        from chatlib.notebook import html_view
-
-        return html_view(self)
-
-    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
-        from chatlib.notebook import pretty
-
-        pretty(self, p, cycle)
+    _repr_pretty_ = RichDisplay._repr_pretty_  # beside `__repr__`, for IPython (see there)
 
 
 def model_fields_shown(obj: Model) -> list[tuple[str, Any]]:
@@ -199,7 +188,7 @@ def model_fields_shown(obj: Model) -> list[tuple[str, Any]]:
     shown: list[tuple[str, Any]] = []
     for field in type(obj).__attrs_attrs__:
         name = field.name
-        if name in _TAIL:
+        if name in MODEL_TAIL:
             continue
         if is_local(field):
             continue  # client-side (`parsed`): not a constructor argument, so not in a repr
@@ -229,8 +218,8 @@ def _track_fields_set(cls: type[Any]) -> None:
 def model(cls: type[_T]) -> type[_T]:
     """Make `cls` a slotted, keyword-only attrs model with set-field tracking.
 
-    Declare `extra` and `_fields_set` last, via `MODEL_TAIL`-style fields:
-    the decorator adds them itself.
+    Do not declare `extra` and `_fields_set` (`MODEL_TAIL`): the decorator adds them itself,
+    after the declared fields.
     """
     annotations = cls.__dict__.get("__annotations__", {})
     annotations["extra"] = "Mapping[str, Any]"

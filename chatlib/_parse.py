@@ -31,7 +31,6 @@ __all__ = ["BodyCollector", "ChunkParser", "fold_chunk", "json_parser", "parse_c
 _M = TypeVar("_M", bound=Model)
 
 
-_structure_completion = converter.get_structure_hook(CreateChatCompletionResponse)
 _structure_chunk = converter.get_structure_hook(CreateChatCompletionChunk)
 
 
@@ -46,23 +45,10 @@ def _is_error_object(data: dict[str, Any]) -> bool:
     return "error" in data or data.get("object") == "error"
 
 
-def parse_completion(
-    status: int, headers: Mapping[str, str], raw: bytes
-) -> CreateChatCompletionResponse:
-    """Parse a successful non-streaming answer; malformed ones raise with the raw body kept.
-
-    The completion keeps the response's headers (`.headers`, `.request_id`, `.rate_limits`).
-    """
-    result: CreateChatCompletionResponse = _parse_object(
-        status, headers, raw, _structure_completion, "a chat completion"
-    )
-    result._headers = Headers(headers)
-    return result
-
-
 def json_parser(cls: type[_M], what: str) -> Callable[[int, Mapping[str, str], bytes], _M]:
-    """A parser of 2xx JSON bodies into `cls` (called `what` in errors), with the same
-    checks as `parse_completion`: malformed bodies raise with the raw body kept."""
+    """A parser of 2xx JSON bodies into `cls` (called `what` in errors): malformed bodies
+    raise with the raw body kept, and a completion keeps the response's headers (`.headers`,
+    `.request_id`, `.rate_limits`)."""
     structure = converter.get_structure_hook(cls)
 
     def parse(status: int, headers: Mapping[str, str], raw: bytes) -> _M:
@@ -72,6 +58,11 @@ def json_parser(cls: type[_M], what: str) -> Callable[[int, Mapping[str, str], b
         return result
 
     return parse
+
+
+parse_completion = json_parser(CreateChatCompletionResponse, "a chat completion")
+"""Parse a successful non-streaming answer, `(status, headers, body)` in; malformed ones
+raise with the raw body kept. The completion keeps the response's headers."""
 
 
 def _parse_object(

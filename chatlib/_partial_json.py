@@ -55,6 +55,7 @@ _COLON = 2  # after a key
 _VALUE = 3  # after `:`, after `,` in an array, or at the top
 _VALUE_OR_END = 4  # after `[`
 _AFTER_VALUE = 5  # after a member or an item
+_MAY_CLOSE = (_KEY_OR_END, _VALUE_OR_END, _AFTER_VALUE)  # where a container may end (inside one)
 
 
 def _complete_token(token: str) -> bool:
@@ -195,18 +196,18 @@ class PartialJSON:
                 i += 1
                 continue
             expect = self._expect
-            if expect in (_VALUE, _VALUE_OR_END):
+            if expect in _MAY_CLOSE and ch == stack[-1]:  # `]` or `}`: the container ends
+                stack.pop()
+                self._complete(i + 1)
+                if self._finished:
+                    break
+            elif expect in (_VALUE, _VALUE_OR_END):
                 if ch == '"':
                     self._in_string = True
                 elif ch in "{[":
                     stack.append("}" if ch == "{" else "]")
                     self._expect = _KEY_OR_END if ch == "{" else _VALUE_OR_END
                     self._cut, self._closers = i + 1, "".join(reversed(stack))
-                elif ch == "]" and expect == _VALUE_OR_END:
-                    stack.pop()
-                    self._complete(i + 1)
-                    if self._finished:
-                        break
                 elif ch in _TOKEN_START:
                     self._token_start = i
                 else:
@@ -215,11 +216,6 @@ class PartialJSON:
             elif expect in (_KEY_OR_END, _KEY):
                 if ch == '"':
                     self._in_string = self._in_key = True
-                elif ch == "}" and expect == _KEY_OR_END:
-                    stack.pop()
-                    self._complete(i + 1)
-                    if self._finished:
-                        break
                 else:
                     self._broken = True
                     break
@@ -228,17 +224,11 @@ class PartialJSON:
                     self._broken = True
                     break
                 self._expect = _VALUE
-            else:  # _AFTER_VALUE
-                if ch == ",":
-                    self._expect = _KEY if stack[-1] == "}" else _VALUE
-                elif ch == stack[-1]:
-                    stack.pop()
-                    self._complete(i + 1)
-                    if self._finished:
-                        break
-                else:
-                    self._broken = True
-                    break
+            elif ch == ",":  # _AFTER_VALUE
+                self._expect = _KEY if stack[-1] == "}" else _VALUE
+            else:
+                self._broken = True
+                break
             i += 1
         self._pos = i
 

@@ -27,7 +27,7 @@ import sys
 import types
 import typing
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, Literal, Union, get_args, get_origin
 
 import attrs
@@ -220,44 +220,17 @@ def class_fields(cls: type, path: Path = ()) -> list[ClassField]:
         ) from None
     documented = parse_docstring(cls.__dict__.get("__doc__")).params
     fields: list[ClassField] = []
-    if attrs.has(cls):
-        for field in attrs.fields(cls):
-            if not field.init:
-                continue
-            tp, description = unwrap(hints.get(field.name, Any))
-            description = description or field.metadata.get("description")
-            default: Any = field.default
-            if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
-                default = default.factory() if not default.takes_self else MISSING
+    if attrs.has(cls) or dataclasses.is_dataclass(cls):
+        for name, metadata, optional, default in _init_fields(cls):
+            tp, description = unwrap(hints.get(name, Any))
+            description = description or metadata.get("description")
             fields.append(
                 ClassField(
-                    field.name,
+                    name,
                     tp,
-                    description or documented.get(field.name),
-                    optional=field.default is not attrs.NOTHING,
+                    description or documented.get(name),
+                    optional=optional,
                     default=default,
-                )
-            )
-    elif dataclasses.is_dataclass(cls):
-        for dfield in dataclasses.fields(cls):
-            if not dfield.init:
-                continue
-            tp, description = unwrap(hints.get(dfield.name, Any))
-            description = description or dfield.metadata.get("description")
-            has_default = dfield.default is not dataclasses.MISSING
-            has_factory = dfield.default_factory is not dataclasses.MISSING
-            value = (
-                dfield.default
-                if has_default
-                else (dfield.default_factory() if has_factory else MISSING)  # type: ignore[operator]
-            )
-            fields.append(
-                ClassField(
-                    dfield.name,
-                    tp,
-                    description or documented.get(dfield.name),
-                    optional=has_default or has_factory,
-                    default=value,
                 )
             )
     else:  # a TypedDict
@@ -273,6 +246,32 @@ def class_fields(cls: type, path: Path = ()) -> list[ClassField]:
                 )
             )
     return fields
+
+
+def _init_fields(cls: type) -> Iterator[tuple[str, Mapping[str, Any], bool, Any]]:
+    """(name, metadata, optional, default) of each constructor field of an attrs class or a
+    dataclass: a field is optional when it has a default or a factory (called here for the
+    default it gives; `MISSING` for none, and for an attrs factory that takes `self`)."""
+    if attrs.has(cls):
+        for field in attrs.fields(cls):
+            if field.init:
+                default: Any = field.default
+                optional = default is not attrs.NOTHING
+                if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
+                    default = default.factory() if not default.takes_self else MISSING
+                yield field.name, field.metadata, optional, default if optional else MISSING
+        return
+    for dfield in dataclasses.fields(cls):
+        if dfield.init:
+            has_default = dfield.default is not dataclasses.MISSING
+            has_factory = dfield.default_factory is not dataclasses.MISSING
+            if has_default:
+                value = dfield.default
+            elif has_factory:
+                value = dfield.default_factory()  # type: ignore[operator]
+            else:
+                value = MISSING
+            yield dfield.name, dfield.metadata, has_default or has_factory, value
 
 
 def _is_required(hint: Any, declared: bool) -> bool:
@@ -487,7 +486,7 @@ class _Builder:
             else:
                 if not field.optional:
                     required.append(field.name)
-                elif field.default is not MISSING and field.default is not attrs.NOTHING:
+                elif field.default is not MISSING:
                     default = _json_value(field.default)
                     if default is not _UNSET:
                         schema = {**schema, "default": default}

@@ -4,7 +4,8 @@ Structuring (parsing server output, the hot path) uses a function compiled once 
 class: primitive fields are taken as they come (servers are loose with types: `code` may be
 an int, `bytes` may be null), nested models, lists of models, open enums and `type`-tagged
 unions are converted; unknown keys land in `extra`; which keys were present is remembered.
-Unstructuring emits the fields that were set plus `extra`, recursively.
+Unstructuring emits the fields that were set plus `extra`, recursively. Client-side fields
+(`local_field()`) are neither read from the JSON nor written to it.
 """
 
 from __future__ import annotations
@@ -19,12 +20,11 @@ from typing import Any, TypeVar, Union, get_args, get_origin
 import attrs
 import cattrs
 
-from chatlib._model_base import EMPTY_EXTRA, Model, OpenEnum, is_local
+from chatlib._model_base import EMPTY_EXTRA, MODEL_TAIL, Model, OpenEnum, is_local
 
 __all__ = ["converter", "structure", "unstructure"]
 
 _T = TypeVar("_T")
-_SKIP = frozenset({"extra", "_fields_set"})
 
 
 _PRIMITIVES = (str, int, float, bool, type(None))
@@ -142,7 +142,7 @@ def _field_types(cls: type[Model], fields: list[attrs.Attribute[Any]]) -> dict[s
 
 
 def _make_structure_fn(cls: type[Model]) -> Callable[..., Any]:
-    fields = [f for f in attrs.fields(cls) if f.name not in _SKIP and not is_local(f)]
+    fields = [f for f in attrs.fields(cls) if f.name not in MODEL_TAIL and not is_local(f)]
     local = [f.name for f in attrs.fields(cls) if is_local(f)]
     hints = _field_types(cls, fields)
     null_lists: list[str] = []
@@ -188,7 +188,6 @@ def _make_structure_fn(cls: type[Model]) -> Callable[..., Any]:
         " else {k: v for k, v in d.items() if k not in _known})",
         "    o._fields_set = _frozenset(d)",
     ]
-    lines += [f"    o.{name} = None" for name in local]
     for name in null_lists:
         # A required list the server sent as null (vLLM's `"choices": null`) reads as []
         # but must serialise back as null: remember it with a marker in the set-field names.
@@ -247,7 +246,7 @@ def make_unstructurer(
     lines = ["def unstructure(o, _t=None):", "    fs = o._fields_set", "    out = {}"]
     for field in cls.__attrs_attrs__:
         name = field.name
-        if name in _SKIP or is_local(field):
+        if name in MODEL_TAIL or is_local(field):
             continue
         key = repr(name)
         emit = "v" if name in raw else "_uv(v)"

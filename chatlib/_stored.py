@@ -1,10 +1,10 @@
 """Stored completions (made with `store=True`): the requests and the pagination. Pure.
 
 `StoredPlan` checks the arguments and builds each call before any I/O. `retrieve`,
-`update` and `delete` give the `Call` of one request; `list` and `messages` give an item
-flow that sends one request per page (each a `request_flow`, so with the retries,
-deadlines and errors of `create`) and hands each page's items out with `Deliver`,
-following `after=<last_id>` while the server says `has_more`.
+`update` and `delete` give the flow of one request, which returns its parsed answer; `list`
+and `messages` give an item flow that sends one request per page (each a `request_flow`, so
+with the retries, deadlines and errors of `create`) and hands each page's items out with
+`Deliver`, following `after=<last_id>` while the server says `has_more`.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import attrs
 from chatlib._call import Call, plan_request
 from chatlib._config import ClientConfig, Timeout, TimeoutLike
 from chatlib._endpoint import Endpoint
-from chatlib._flow import Deliver, ItemFlow
-from chatlib._parse import json_parser
+from chatlib._flow import Deliver, Flow, ItemFlow
+from chatlib._parse import json_parser, parse_completion
 from chatlib._request import build_http_request
 from chatlib.errors import APIResponseValidationError, InvalidArgumentError
 from chatlib.models import (
@@ -36,10 +36,9 @@ _T = TypeVar("_T")
 _Page = Union[ChatCompletionList, ChatCompletionMessageList]
 _PATH = "/chat/completions"
 
-parse_stored = json_parser(CreateChatCompletionResponse, "a chat completion")
-parse_list = json_parser(ChatCompletionList, "a list of chat completions")
-parse_messages = json_parser(ChatCompletionMessageList, "a list of messages")
-parse_deleted = json_parser(ChatCompletionDeleted, "a deletion confirmation")
+_parse_list = json_parser(ChatCompletionList, "a list of chat completions")
+_parse_messages = json_parser(ChatCompletionMessageList, "a list of messages")
+_parse_deleted = json_parser(ChatCompletionDeleted, "a deletion confirmation")
 
 
 def _completion_path(completion_id: object, suffix: str = "") -> str:
@@ -95,9 +94,12 @@ class StoredPlan:
         )
         return plan_request(self.config, self.endpoint, request)
 
-    def retrieve(self, completion_id: str, *, timeout: TimeoutLike | None = None) -> Call:
-        """`GET /chat/completions/{id}`: parse with `parse_stored`."""
-        return self._call("GET", _completion_path(completion_id), timeout=timeout)
+    def retrieve(
+        self, completion_id: str, *, timeout: TimeoutLike | None = None
+    ) -> Flow[CreateChatCompletionResponse]:
+        """`GET /chat/completions/{id}`: the stored completion."""
+        call = self._call("GET", _completion_path(completion_id), timeout=timeout)
+        return call.json_flow(parse_completion)
 
     def update(
         self,
@@ -105,15 +107,19 @@ class StoredPlan:
         metadata: Mapping[str, str] | None,
         *,
         timeout: TimeoutLike | None = None,
-    ) -> Call:
-        """`POST /chat/completions/{id}` with `{"metadata": ...}` (`None` clears it)."""
+    ) -> Flow[CreateChatCompletionResponse]:
+        """`POST /chat/completions/{id}` with `{"metadata": ...}` (`None` clears it): the
+        updated completion."""
         path = _completion_path(completion_id)
         body = {"metadata": None if metadata is None else _metadata("metadata", metadata)}
-        return self._call("POST", path, body=body, timeout=timeout)
+        return self._call("POST", path, body=body, timeout=timeout).json_flow(parse_completion)
 
-    def delete(self, completion_id: str, *, timeout: TimeoutLike | None = None) -> Call:
-        """`DELETE /chat/completions/{id}`: parse with `parse_deleted`."""
-        return self._call("DELETE", _completion_path(completion_id), timeout=timeout)
+    def delete(
+        self, completion_id: str, *, timeout: TimeoutLike | None = None
+    ) -> Flow[ChatCompletionDeleted]:
+        """`DELETE /chat/completions/{id}`: the server's confirmation."""
+        call = self._call("DELETE", _completion_path(completion_id), timeout=timeout)
+        return call.json_flow(_parse_deleted)
 
     def list(
         self,
@@ -133,7 +139,7 @@ class StoredPlan:
         if metadata is not None:
             for key, value in _metadata("metadata", metadata).items():
                 query[f"metadata[{key}]"] = value
-        return self._pages(_PATH, query, parse_list, _of(timeout))
+        return self._pages(_PATH, query, _parse_list, _of(timeout))
 
     def messages(
         self,
@@ -146,7 +152,7 @@ class StoredPlan:
         """The messages of `GET /chat/completions/{id}/messages`, page after page."""
         path = _completion_path(completion_id, "/messages")
         query = _page_query(order, limit)
-        return self._pages(path, query, parse_messages, _of(timeout))
+        return self._pages(path, query, _parse_messages, _of(timeout))
 
     def _pages(
         self,

@@ -10,7 +10,7 @@ from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING
 
 from chatlib._config import TimeoutLike
-from chatlib._stored import StoredPlan, parse_deleted, parse_stored
+from chatlib._stored import StoredPlan
 from chatlib._sync import iterate_flow, run_flow
 from chatlib.models import (
     ChatCompletionDeleted,
@@ -66,8 +66,8 @@ class StoredCompletions:
         self, completion_id: str, *, timeout: TimeoutLike | None = None
     ) -> CreateChatCompletionResponse:
         """The stored completion `completion_id` (with its `metadata`)."""
-        call = self._plan().retrieve(completion_id, timeout=timeout)
-        return run_flow(call.json_flow(parse_stored), self._chat._transport)
+        flow = self._plan().retrieve(completion_id, timeout=timeout)
+        return run_flow(flow, self._chat._transport)
 
     def update(
         self,
@@ -77,15 +77,15 @@ class StoredCompletions:
         timeout: TimeoutLike | None = None,
     ) -> CreateChatCompletionResponse:
         """Replace the metadata of a stored completion (`None` clears it); returns it."""
-        call = self._plan().update(completion_id, metadata, timeout=timeout)
-        return run_flow(call.json_flow(parse_stored), self._chat._transport)
+        flow = self._plan().update(completion_id, metadata, timeout=timeout)
+        return run_flow(flow, self._chat._transport)
 
     def delete(
         self, completion_id: str, *, timeout: TimeoutLike | None = None
     ) -> ChatCompletionDeleted:
         """Delete a stored completion; returns the server's confirmation."""
-        call = self._plan().delete(completion_id, timeout=timeout)
-        return run_flow(call.json_flow(parse_deleted), self._chat._transport)
+        flow = self._plan().delete(completion_id, timeout=timeout)
+        return run_flow(flow, self._chat._transport)
 
     def messages(
         self,

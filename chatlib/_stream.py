@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 import attrs
 
 from chatlib._accumulate import ChatCompletionAccumulator
+from chatlib._display import RichDisplay
 from chatlib._headers import EMPTY_HEADERS, Headers, Secrets
 from chatlib._metadata import RateLimits
 from chatlib._parse import ChunkParser, fold_chunk
@@ -27,13 +28,9 @@ from chatlib.models import (
     CreateChatCompletionResponse,
 )
 
-if TYPE_CHECKING:  # loaded on first use of `events()`: most streams never need it
-    from chatlib._events import ChatCompletionStreamEvent, EventOptions, StreamEvents
-
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # `_events` and `notebook` load on first use: most streams never need them
+    from chatlib._events import ChatCompletionStreamEvent, StreamEvents
     from chatlib._structured import OutputPlan
-
-if TYPE_CHECKING:
     from chatlib.notebook import DisplayHandle, LiveView
 
 __all__ = ["DRAIN_BYTES", "DRAIN_SECONDS", "Drain", "StreamBase", "StreamState"]
@@ -72,7 +69,6 @@ class StreamState:
         "_accumulator",
         "_clock",
         "_deadline",
-        "_event_options",
         "_events",
         "_failure",
         "_request",
@@ -94,7 +90,6 @@ class StreamState:
         clock: Callable[[], float],
         response_headers: Mapping[str, str],
         request: CreateChatCompletionRequest | None = None,
-        event_options: EventOptions | None = None,
         outputs: OutputPlan | None = None,
         secrets: Secrets | None = None,
     ) -> None:
@@ -112,7 +107,6 @@ class StreamState:
         self._failure: ChatLibError | None = None
         self._taken = 0
         self._request = request
-        self._event_options = event_options
         self._events: StreamEvents | None = None
         self.event_queue: deque[ChatCompletionStreamEvent] = deque()  # made, not handed out
 
@@ -199,17 +193,16 @@ class StreamState:
             )
         from chatlib._events import EventOptions, StreamEvents
 
-        options = self._event_options
-        if options is None and self._request is not None:
-            options = EventOptions.for_request(self._request)
+        request = self._request
+        options = EventOptions.for_request(request) if request is not None else None
         outputs = self.outputs
         if outputs is not None:  # typed `parsed` at `.done`, as `get_final_completion` has
+            base = options or EventOptions()
             options = attrs.evolve(
-                options or EventOptions(),
-                json_content=outputs.content is not None
-                or (options or EventOptions()).json_content,
+                base,
+                json_content=outputs.content is not None or base.json_content,
                 parse_content=outputs.content_parser(self._accumulator.result),
-                strict_tools=(options or EventOptions()).strict_tools | frozenset(outputs.tools),
+                strict_tools=base.strict_tools | frozenset(outputs.tools),
                 parse_arguments=outputs.arguments_parser(self._accumulator.result),
             )
         self._events = StreamEvents(options, accumulator=self._accumulator)
@@ -240,7 +233,7 @@ class _ResponseHead(Protocol):
 _R = TypeVar("_R", bound=_ResponseHead)
 
 
-class StreamBase(Generic[_R]):
+class StreamBase(RichDisplay, Generic[_R]):
     """The non-I/O half of a stream class: `_response` and `_state` are set once it has
     started (at once for `ChatStream`, on first use for `AsyncChatStream`)."""
 
@@ -293,7 +286,9 @@ class StreamBase(Generic[_R]):
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self._status} request_id={self.request_id!r}>"
 
-    # Jupyter and IPython displays: the rules are in chatlib.notebook, loaded on first use.
+    _repr_pretty_ = RichDisplay._repr_pretty_  # beside `__repr__`, for IPython (see there)
+
+    # A stream shows what has arrived so far and where it stands.
     def _repr_markdown_(self) -> str:
         from chatlib.notebook import stream_markdown
 
@@ -303,11 +298,6 @@ class StreamBase(Generic[_R]):
         from chatlib.notebook import stream_html
 
         return stream_html(self.accumulated, self.request_id, self._display_status())
-
-    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
-        from chatlib.notebook import pretty
-
-        pretty(self, p, cycle)
 
     def _display_status(self) -> str | None:
         """What a display says of the stream: `None` once it is finished (the footer)."""

@@ -409,14 +409,7 @@ class SyncChat(ClientBase[SyncTransport]):
             ToolLoopLimitError: The model still asked for tools after `max_rounds` model
                 calls (it carries the conversation).
         """
-        loop = self._tool_loop(
-            params,
-            tools=tools,
-            max_rounds=max_rounds,
-            timeout=timeout,
-            stream=False,
-            allow_async=False,
-        )
+        loop = self._tool_loop(params, tools, max_rounds, timeout, stream=False)
         for event in self._tool_events(loop):
             if isinstance(event, ToolRunDone):
                 return event.result
@@ -435,14 +428,7 @@ class SyncChat(ClientBase[SyncTransport]):
         (`type == "chunk"`), each round's completion (`"completion"`), each tool's result as
         it arrives (`"tool_result"`), and finally `"done"` with the `ToolRunResult`.
         Bad arguments raise here, at once."""
-        loop = self._tool_loop(
-            params,
-            tools=tools,
-            max_rounds=max_rounds,
-            timeout=timeout,
-            stream=True,
-            allow_async=False,
-        )
+        loop = self._tool_loop(params, tools, max_rounds, timeout, stream=True)
         return self._tool_events(loop)
 
     def _tool_events(self, loop: ToolLoop) -> Iterator[ToolRunEvent]:

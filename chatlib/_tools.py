@@ -26,6 +26,7 @@ import attrs
 from chatlib._docstrings import parse_docstring
 from chatlib._model_base import Model
 from chatlib._schema import (
+    MISSING,
     ClassField,
     SchemaError,
     class_summary,
@@ -207,7 +208,7 @@ def _function_fields(
             annotation = Any
         tp, description = unwrap(annotation)
         optional = param.default is not inspect.Parameter.empty
-        default = param.default if optional else attrs.NOTHING
+        default = param.default if optional else MISSING
         fields.append(
             ClassField(
                 param.name,

@@ -36,8 +36,9 @@ if TYPE_CHECKING:
 __all__ = ["AsyncAzureChat", "AzureChat", "AzureClient", "AzureSettings"]
 
 _CREDENTIALS = ("api_key", "azure_ad_token", "azure_ad_token_provider")
+# How each credential is sent, and where a fixed one is read again after unpickling.
 _KEY = Endpoint(credential_header="api-key", bearer=False, key_env="AZURE_OPENAI_API_KEY")
-_TOKEN = Endpoint(key_env="AZURE_OPENAI_AD_TOKEN", key_setting="azure_ad_token")
+_TOKEN = Endpoint(key_env="AZURE_OPENAI_AD_TOKEN")
 
 
 class AzureSettings(ClientSettings, total=False):
@@ -113,26 +114,14 @@ def _credential(values: dict[str, Any], endpoint: Endpoint, *, from_environment:
             given[1], f"give only one of {', '.join(_CREDENTIALS)} (got {' and '.join(given)})"
         )
     if not given and from_environment:
-        token = _env("AZURE_OPENAI_AD_TOKEN")
-        key = None if token is not None else _env("AZURE_OPENAI_API_KEY")
+        token = _env(_TOKEN.key_env)
+        key = None if token is not None else _env(_KEY.key_env)
     if key is not None:
         values["api_key"] = key
-        return attrs.evolve(
-            endpoint,
-            credential_header="api-key",
-            bearer=False,
-            key_env=_KEY.key_env,
-            key_setting="api_key",
-        )
+        return _sent_as(endpoint, _KEY, "api_key")
     if token is not None:
         values["api_key"] = check_header_value("azure_ad_token", _text("azure_ad_token", token))
-        return attrs.evolve(
-            endpoint,
-            credential_header="Authorization",
-            bearer=True,
-            key_env=_TOKEN.key_env,
-            key_setting="azure_ad_token",
-        )
+        return _sent_as(endpoint, _TOKEN, "azure_ad_token")
     if provider is not None:
         if not callable(provider):
             raise InvalidArgumentError(
@@ -140,13 +129,7 @@ def _credential(values: dict[str, Any], endpoint: Endpoint, *, from_environment:
                 f"must be a function returning a token, got {type(provider).__name__}",
             )
         values["api_key"] = KeyProvider(provider, "azure_ad_token_provider")
-        return attrs.evolve(
-            endpoint,
-            credential_header="Authorization",
-            bearer=True,
-            key_env=_TOKEN.key_env,
-            key_setting="azure_ad_token_provider",
-        )
+        return _sent_as(endpoint, _TOKEN, "azure_ad_token_provider")
     if from_environment:
         raise InvalidArgumentError(
             "api_key",
@@ -154,6 +137,17 @@ def _credential(values: dict[str, Any], endpoint: Endpoint, *, from_environment:
             "azure_ad_token=... (or AZURE_OPENAI_AD_TOKEN) or azure_ad_token_provider=...",
         )
     return endpoint
+
+
+def _sent_as(endpoint: Endpoint, how: Endpoint, setting: str) -> Endpoint:
+    """`endpoint`, sending its credential (given as `setting`) the way `how` does."""
+    return attrs.evolve(
+        endpoint,
+        credential_header=how.credential_header,
+        bearer=how.bearer,
+        key_env=how.key_env,
+        key_setting=setting,
+    )
 
 
 def _with_version(values: dict[str, Any], version: object) -> None:
@@ -247,6 +241,12 @@ class AzureClient(ClientBase[Any]):
 
     _settings_type: ClassVar[Any] = AzureSettings
     _setting_names: ClassVar[tuple[str, ...]] = AZURE_SETTING_NAMES
+
+    def _setup(self, settings: Any, **transport: Any) -> None:
+        """The constructor body of both Azure clients: Azure's settings resolved, then the
+        facade's own."""
+        client_settings, self._endpoint = resolve_azure(settings)
+        super()._setup(client_settings, **transport)
 
     @property
     def deployment(self) -> str | None:

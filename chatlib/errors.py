@@ -13,6 +13,7 @@ import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from chatlib._display import RichDisplay
 from chatlib._headers import Secrets, header, request_id_of, safe_url
 from chatlib._metadata import RateLimits
 
@@ -54,24 +55,8 @@ __all__ = [
 _SNIPPET_CHARS = 300
 
 
-class ChatLibError(Exception):
+class ChatLibError(RichDisplay, Exception):
     """Base class of every exception chatlib raises."""
-
-    # Jupyter and IPython displays: the rules are in chatlib.notebook, loaded on first use.
-    def _repr_markdown_(self) -> str | None:
-        from chatlib.notebook import markdown_view
-
-        return markdown_view(self)
-
-    def _repr_html_(self) -> str | None:
-        from chatlib.notebook import html_view
-
-        return html_view(self)
-
-    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
-        from chatlib.notebook import pretty
-
-        pretty(self, p, cycle)
 
 
 class InvalidArgumentError(ChatLibError, ValueError):
@@ -109,7 +94,30 @@ class CredentialError(ChatLibError):
         return (type(self), (self.provider, self.problem))
 
 
-class APIError(ChatLibError):
+class _Reported(ChatLibError):
+    """An error whose `str` is its `message`, pickled from its `__dict__`: keyword-only
+    constructors do not pickle by default, and errors cross process boundaries
+    (multiprocessing, Ray)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self), self.__dict__.copy()))
+
+
+def _rebuild(cls: type[Exception], state: dict[str, Any]) -> Exception:
+    exc = cls.__new__(cls)
+    Exception.__init__(exc, state.get("message", ""))
+    exc.__dict__.update(state)
+    return exc
+
+
+class APIError(_Reported):
     """A request was made and did not produce a usable completion.
 
     Attributes:
@@ -140,26 +148,10 @@ class APIError(ChatLibError):
         request_url: str | None = None,
     ) -> None:
         super().__init__(message)
-        self.message = message
         self.body = body
         self.raw_body = raw_body
         self.request_method = request_method
         self.request_url = request_url
-
-    def __str__(self) -> str:
-        return self.message
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        # Exceptions with keyword-only constructors do not pickle by default; rebuild
-        # from __dict__ so errors can cross process boundaries (multiprocessing, Ray).
-        return (_rebuild, (type(self), self.__dict__.copy()))
-
-
-def _rebuild(cls: type[Exception], state: dict[str, Any]) -> Exception:
-    exc = cls.__new__(cls)
-    Exception.__init__(exc, state.get("message", ""))
-    exc.__dict__.update(state)
-    return exc
 
 
 class RawBody(bytes):
@@ -581,19 +573,7 @@ def _status_error(
 # ---------------------------------------------------------------- typed answers and tool loops
 
 
-class _Carrier(ChatLibError):
-    """An error that carries what the call produced (pickled from its `__dict__`)."""
-
-    message: str
-
-    def __str__(self) -> str:
-        return self.message
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild, (type(self), self.__dict__.copy()))
-
-
-class StructuredOutputError(_Carrier):
+class StructuredOutputError(_Reported):
     """The answer arrived but cannot become the typed result you asked for (`parse`, or a
     `response_format` class or typed tools given to `create`/`stream`).
 
@@ -604,7 +584,6 @@ class StructuredOutputError(_Carrier):
 
     def __init__(self, message: str, *, completion: Any, choice_index: int = 0) -> None:
         super().__init__(message)
-        self.message = message
         self.completion = completion
         self.choice_index = choice_index
 
@@ -661,7 +640,7 @@ class OutputValidationError(StructuredOutputError):
         self.tool_call_id = tool_call_id
 
 
-class ToolCallError(_Carrier):
+class ToolCallError(_Reported):
     """A tool call the tool loop could not run: no tool by that name, or arguments that are
     not JSON or do not match the tool's parameters. Never raised: it is the `error` of the
     `ToolResult`, and the model is told what went wrong.
@@ -673,12 +652,11 @@ class ToolCallError(_Carrier):
 
     def __init__(self, message: str, *, name: str, tool_call_id: str) -> None:
         super().__init__(message)
-        self.message = message
         self.name = name
         self.tool_call_id = tool_call_id
 
 
-class ToolLoopLimitError(_Carrier):
+class ToolLoopLimitError(_Reported):
     """`run_tools` reached `max_rounds` and the model still asked for tools.
 
     The tools of the last round were run, so `messages` is a conversation you can resume
@@ -701,7 +679,6 @@ class ToolLoopLimitError(_Carrier):
         tool_results: list[Any],
     ) -> None:
         super().__init__(message)
-        self.message = message
         self.max_rounds = max_rounds
         self.messages = messages
         self.completions = completions

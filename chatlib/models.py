@@ -19,7 +19,6 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, Union
 
-import attrs
 from typing_extensions import Required, TypedDict
 
 from chatlib._headers import EMPTY_HEADERS, Headers, request_id_of
@@ -665,7 +664,7 @@ class CreateChatCompletionResponse(Model):
     service_tier: str | None = None
     metadata: dict[str, str] | None = None
     moderation: dict[str, Any] | None = None
-    _headers: Headers | None = attrs.field(default=None, init=False, eq=False, repr=False)
+    _headers: Headers | None = local_field()
 
     @property
     def text(self) -> str:

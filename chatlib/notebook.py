@@ -29,6 +29,7 @@ import json
 import re
 import sys
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 from chatlib._headers import REDACTED, is_credential
@@ -204,6 +205,67 @@ def _footer_html(fields: list[tuple[str, str]]) -> str:
     return f'<div style="{_FOOTER_STYLE}">{" · ".join(parts)}</div>'
 
 
+# ---------------------------------------------------------------- the layout, once
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """What a response or a message shows, and in which order, written once; `_MARKDOWN` and
+    `_HTML` say how each piece is written in their language."""
+
+    code: Callable[[str], str]  # inline code
+    strong: Callable[[str], str]  # bold, of text already escaped
+    escape: Callable[[str], str]  # plain text made safe
+    paragraph: Callable[[str], str]  # a line of its own
+    placeholder: Callable[[str], str]  # where there is nothing: words in parentheses
+    content: Callable[[str], str]  # a message's text, the model's Markdown
+    refusal: Callable[[str], str]
+    tool_calls: Callable[[list[tuple[str, str, str]]], str]  # (name, call id, arguments) rows
+    footer: Callable[[list[tuple[str, str]]], list[str]]  # the footer's blocks
+    document: Callable[[str, list[str]], str]  # the whole display of a kind (response...)
+
+    def body(self, body: _Body) -> list[str]:
+        blocks = []
+        if body.content:
+            blocks.append(self.content(body.content))
+        if body.refusal:
+            blocks.append(self.refusal(body.refusal))
+        if body.tool_calls:
+            blocks.append(self.tool_calls(body.tool_calls))
+        if body.empty:
+            blocks.append(self.placeholder("no content"))
+        return blocks
+
+    def response(
+        self,
+        response: CreateChatCompletionResponse,
+        request_id: str | None = None,
+        status: str | None = None,
+    ) -> str:
+        blocks: list[str] = []
+        several = len(response.choices) > 1
+        for choice in response.choices:
+            if several:
+                reason = choice.finish_reason
+                suffix = f" · {self.code(str(reason))}" if reason else ""
+                blocks.append(self.paragraph(self.strong(f"Choice {choice.index}") + suffix))
+            blocks.extend(self.body(_Body(choice.message)))
+        if not response.choices:
+            blocks.append(self.placeholder("no choices"))
+        fields = _footer_fields(response, request_id, status)
+        if fields:
+            blocks.extend(self.footer(fields))
+        return self.document("response", blocks)
+
+    def message(self, message: ChatMessage) -> str:
+        title = self.strong(self.escape(str(message.role)))
+        if message.name:
+            title += f" {self.code(message.name)}"
+        if message.tool_call_id:
+            title += f" · answers {self.code(message.tool_call_id)}"
+        return self.document("message", [self.paragraph(title), *self.body(_Body(message))])
+
+
 # ---------------------------------------------------------------- Markdown views
 
 
@@ -274,54 +336,32 @@ def _escape_html_chars(text: str) -> str:
     return _UNSAFE_LINK.sub(lambda m: "]\\(" + m.group(0)[2:], text)
 
 
-def _body_markdown(body: _Body) -> list[str]:
-    blocks = []
-    if body.content:
-        blocks.append(escape_markdown(body.content))
-    if body.refusal:
-        lines = escape_markdown(body.refusal).split("\n")
-        blocks.append("\n".join(["> 🚫 **Refusal**", ">", *(f"> {line}" for line in lines)]))
-    if body.tool_calls:
-        rows = ["| tool call | id | arguments |", "|---|---|---|"]
-        for name, call_id, arguments in body.tool_calls:
-            tidy = _pretty_arguments(arguments, indent=None).replace("|", "\\|")
-            cells = [_code_span(name), _code_span(call_id) if call_id else "", _code_span(tidy)]
-            rows.append(f"| {' | '.join(cells)} |")
-        blocks.append("\n".join(rows))
-    if body.empty:
-        blocks.append("*(no content)*")
-    return blocks
+def _refusal_markdown(text: str) -> str:
+    lines = escape_markdown(text).split("\n")
+    return "\n".join(["> 🚫 **Refusal**", ">", *(f"> {line}" for line in lines)])
 
 
-def _response_markdown(
-    response: CreateChatCompletionResponse,
-    *,
-    request_id: str | None = None,
-    status: str | None = None,
-) -> str:
-    blocks: list[str] = []
-    several = len(response.choices) > 1
-    for choice in response.choices:
-        if several:
-            reason = f" · {_code_span(str(choice.finish_reason))}" if choice.finish_reason else ""
-            blocks.append(f"**Choice {choice.index}**{reason}")
-        blocks.extend(_body_markdown(_Body(choice.message)))
-    if not response.choices:
-        blocks.append("*(no choices)*")
-    fields = _footer_fields(response, request_id, status)
-    if fields:
-        blocks.append("---")
-        blocks.append(_footer_markdown(fields))
-    return "\n\n".join(blocks) + "\n"
+def _tool_calls_markdown(rows: list[tuple[str, str, str]]) -> str:
+    table = ["| tool call | id | arguments |", "|---|---|---|"]
+    for name, call_id, arguments in rows:
+        tidy = _pretty_arguments(arguments, indent=None).replace("|", "\\|")
+        cells = [_code_span(name), _code_span(call_id) if call_id else "", _code_span(tidy)]
+        table.append(f"| {' | '.join(cells)} |")
+    return "\n".join(table)
 
 
-def _message_markdown(message: ChatMessage) -> str:
-    title = f"**{_escape_html_chars(str(message.role))}**"
-    if message.name:
-        title += f" {_code_span(message.name)}"
-    if message.tool_call_id:
-        title += f" · answers {_code_span(message.tool_call_id)}"
-    return "\n\n".join([title, *_body_markdown(_Body(message))]) + "\n"
+_MARKDOWN = _Layout(
+    code=_code_span,
+    strong="**{}**".format,
+    escape=_escape_html_chars,
+    paragraph=str,
+    placeholder="*({})*".format,
+    content=escape_markdown,
+    refusal=_refusal_markdown,
+    tool_calls=_tool_calls_markdown,
+    footer=lambda fields: ["---", _footer_markdown(fields)],
+    document=lambda kind, blocks: "\n\n".join(blocks) + "\n",
+)
 
 
 def _chunk_markdown(chunk: CreateChatCompletionChunk) -> str:
@@ -382,9 +422,9 @@ def markdown_view(obj: object) -> str | None:
     from chatlib.models import ChatMessage, CreateChatCompletionChunk, CreateChatCompletionResponse
 
     if isinstance(obj, CreateChatCompletionResponse):
-        return _response_markdown(obj)
+        return _MARKDOWN.response(obj)
     if isinstance(obj, ChatMessage):
-        return _message_markdown(obj)
+        return _MARKDOWN.message(obj)
     if isinstance(obj, CreateChatCompletionChunk):
         return _chunk_markdown(obj)
     if isinstance(obj, ChatLibError):
@@ -397,66 +437,42 @@ def stream_markdown(
 ) -> str:
     """What a stream shows: the answer so far, with the footer once it is finished, else
     its status (`status` is `None` for a finished stream)."""
-    return _response_markdown(snapshot, request_id=request_id, status=status)
+    return _MARKDOWN.response(snapshot, request_id, status)
 
 
 # ---------------------------------------------------------------- HTML views
 
 
-def _body_html(body: _Body) -> list[str]:
-    blocks = []
-    if body.content:
-        blocks.append(markdown_to_html(body.content))
-    if body.refusal:
-        blocks.append(
-            f'<div style="{_REFUSAL_STYLE}"><strong>🚫 Refusal</strong>'
-            f"{markdown_to_html(body.refusal)}</div>"
+def _refusal_html(text: str) -> str:
+    return (
+        f'<div style="{_REFUSAL_STYLE}"><strong>🚫 Refusal</strong>{markdown_to_html(text)}</div>'
+    )
+
+
+def _tool_calls_html(rows: list[tuple[str, str, str]]) -> str:
+    table = ["<tr><th>tool call</th><th>id</th><th>arguments</th></tr>"]
+    for name, call_id, arguments in rows:
+        pretty_args = html.escape(_pretty_arguments(arguments, indent=2))
+        table.append(
+            f"<tr><td><code>{html.escape(name)}</code></td>"
+            f"<td><code>{html.escape(call_id)}</code></td>"
+            f'<td style="text-align: left"><pre style="margin: 0">{pretty_args}</pre></td></tr>'
         )
-    if body.tool_calls:
-        rows = ["<tr><th>tool call</th><th>id</th><th>arguments</th></tr>"]
-        for name, call_id, arguments in body.tool_calls:
-            pretty_args = html.escape(_pretty_arguments(arguments, indent=2))
-            rows.append(
-                f"<tr><td><code>{html.escape(name)}</code></td>"
-                f"<td><code>{html.escape(call_id)}</code></td>"
-                f'<td style="text-align: left"><pre style="margin: 0">{pretty_args}</pre></td></tr>'
-            )
-        blocks.append(f"<table>{''.join(rows)}</table>")
-    if body.empty:
-        blocks.append("<p><em>(no content)</em></p>")
-    return blocks
+    return f"<table>{''.join(table)}</table>"
 
 
-def _response_html(
-    response: CreateChatCompletionResponse,
-    *,
-    request_id: str | None = None,
-    status: str | None = None,
-) -> str:
-    blocks: list[str] = []
-    several = len(response.choices) > 1
-    for choice in response.choices:
-        if several:
-            reason = choice.finish_reason
-            suffix = f" · <code>{html.escape(str(reason))}</code>" if reason else ""
-            blocks.append(f"<p><strong>Choice {choice.index}</strong>{suffix}</p>")
-        blocks.extend(_body_html(_Body(choice.message)))
-    if not response.choices:
-        blocks.append("<p><em>(no choices)</em></p>")
-    fields = _footer_fields(response, request_id, status)
-    if fields:
-        blocks.append(_footer_html(fields))
-    return f'<div class="chatlib-response">{"".join(blocks)}</div>'
-
-
-def _message_html(message: ChatMessage) -> str:
-    title = f"<strong>{html.escape(str(message.role))}</strong>"
-    if message.name:
-        title += f" <code>{html.escape(message.name)}</code>"
-    if message.tool_call_id:
-        title += f" · answers <code>{html.escape(message.tool_call_id)}</code>"
-    body = "".join(_body_html(_Body(message)))
-    return f'<div class="chatlib-message"><p>{title}</p>{body}</div>'
+_HTML = _Layout(
+    code=lambda text: f"<code>{html.escape(text)}</code>",
+    strong="<strong>{}</strong>".format,
+    escape=html.escape,
+    paragraph="<p>{}</p>".format,
+    placeholder="<p><em>({})</em></p>".format,
+    content=lambda text: markdown_to_html(text),  # defined below
+    refusal=_refusal_html,
+    tool_calls=_tool_calls_html,
+    footer=lambda fields: [_footer_html(fields)],
+    document=lambda kind, blocks: f'<div class="chatlib-{kind}">{"".join(blocks)}</div>',
+)
 
 
 def _error_html(error: BaseException) -> str:
@@ -477,9 +493,9 @@ def html_view(obj: object) -> str | None:
     from chatlib.models import ChatMessage, CreateChatCompletionChunk, CreateChatCompletionResponse
 
     if isinstance(obj, CreateChatCompletionResponse):
-        return _response_html(obj)
+        return _HTML.response(obj)
     if isinstance(obj, ChatMessage):
-        return _message_html(obj)
+        return _HTML.message(obj)
     if isinstance(obj, CreateChatCompletionChunk):
         return markdown_to_html(_chunk_markdown(obj))
     if isinstance(obj, ChatLibError):
@@ -491,7 +507,7 @@ def stream_html(
     snapshot: CreateChatCompletionResponse, request_id: str | None, status: str | None
 ) -> str:
     """The HTML twin of `stream_markdown`."""
-    return _response_html(snapshot, request_id=request_id, status=status)
+    return _HTML.response(snapshot, request_id, status)
 
 
 # ---------------------------------------------------------------- Markdown to HTML

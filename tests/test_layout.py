@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import importlib
 import inspect
+import json
 import re
 import shutil
 import subprocess
@@ -22,18 +23,24 @@ from chatlib._config import SETTING_NAMES, ClientConfig, ClientSettings
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "chatlib"
 
-# The sans-IO core: no network, no sleeping, no threads, no event loop.
+# The sans-IO core: no network, no sleeping, no threads, no event loop, no clock or random
+# number it was not handed. Every module that holds rules is here (the displays too: they
+# draw into an output area handed to them); not the facades, the transports, the command
+# line nor the test server.
 CORE = [
     "_accumulate.py",
     "_auth.py",
     "_call.py",
     "_checks.py",
+    "_client.py",
     "_config.py",
-    "_events.py",
+    "_display.py",
     "_docstrings.py",
     "_endpoint.py",
+    "_events.py",
     "_flow.py",
     "_headers.py",
+    "_lazy.py",
     "_log.py",
     "_metadata.py",
     "_model_base.py",
@@ -54,6 +61,7 @@ CORE = [
     "azure.py",
     "errors.py",
     "models.py",
+    "notebook.py",
     "sse.py",
     # The batch runner's rules (its I/O is in batch/_runner.py and the cluster modules).
     "batch/_flow.py",
@@ -64,13 +72,75 @@ CORE = [
     "batch/_resume.py",
     "batch/_summary.py",
 ]
-IO_MODULES = {"asyncio", "socket", "ssl", "threading", "requests", "urllib3", "aiohttp", "http"}
+IO_MODULES = {
+    "aiohttp",
+    "asyncio",
+    "concurrent",
+    "http",
+    "multiprocessing",
+    "requests",
+    "selectors",
+    "socket",
+    "ssl",
+    "subprocess",
+    "threading",
+    "urllib3",
+}
+# What only the facades, the transports, the command line and the test server may import.
+FACADES = (
+    "chatlib._async",
+    "chatlib._azure_async",
+    "chatlib._azure_sync",
+    "chatlib._functions",
+    "chatlib._stored_async",
+    "chatlib._stored_sync",
+    "chatlib._sync",
+    "chatlib._transports",
+    "chatlib.cli",
+    "chatlib.testing",
+    "chatlib.transports",
+)
+# Calls that read a clock or draw a random number: the core is handed those instead.
+UNHANDED = {
+    ("time", "time"),
+    ("time", "monotonic"),
+    ("time", "perf_counter"),
+    ("time", "time_ns"),
+    ("time", "monotonic_ns"),
+    ("datetime", "now"),
+    ("datetime", "utcnow"),
+    ("date", "today"),
+    ("random", "random"),
+    ("random", "uniform"),
+    ("random", "randint"),
+}
 
 
 def imported_modules(path: Path) -> set[str]:
     """Every module `path` imports, at any depth (under `TYPE_CHECKING` too)."""
     found: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+    return found
+
+
+def runtime_imports(path: Path) -> set[str]:
+    """The modules `path` may load while it runs: not under `TYPE_CHECKING`, and not in a
+    module-level `__getattr__` (a lazy re-export, loaded only when its name is asked for)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    skipped: set[int] = set()
+    for node in tree.body:
+        lazy = isinstance(node, ast.FunctionDef) and node.name == "__getattr__"
+        typing_only = isinstance(node, ast.If) and ast.unparse(node.test).endswith("TYPE_CHECKING")
+        if lazy or typing_only:
+            skipped.update(id(inner) for inner in ast.walk(node))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if id(node) in skipped:
+            continue
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
@@ -107,10 +177,45 @@ def test_the_core_does_no_io(name: str) -> None:
     assert not sleeps, f"{name} sleeps"
 
 
-def test_the_core_imports_no_transport_nor_facade() -> None:
-    for name in CORE:
-        for module in imported_modules(PACKAGE / name):
-            assert not module.startswith(("chatlib._transports", "chatlib._sync", "chatlib._async"))
+@pytest.mark.parametrize("name", CORE)
+def test_the_core_reads_no_clock_and_draws_no_random_number_it_was_not_handed(name: str) -> None:
+    tree = ast.parse((PACKAGE / name).read_text(encoding="utf-8"))
+    calls = {
+        (node.func.value.id, node.func.attr)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and isinstance(node.func.value, ast.Name)
+    }
+    assert not calls & UNHANDED, f"{name} calls {sorted(calls & UNHANDED)}"
+
+
+def test_every_module_that_does_no_io_is_held_to_the_core_rules() -> None:
+    """A new module with rules and no I/O belongs in CORE, so the rules above hold it."""
+    outside = ("_transports/", "cli/", "testing/")
+    # They drive a Dask or Ray cluster (imported by name when called, which the import scan
+    # below cannot see).
+    cluster_drivers = ("batch/_dask.py", "batch/_ray.py")
+    left_out = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        name = path.relative_to(PACKAGE).as_posix()
+        module = "chatlib." + name.removesuffix(".py").replace("/", ".")
+        if path.name in ("__init__.py", "__main__.py") or name in cluster_drivers:
+            continue
+        if name in CORE or name.startswith(outside) or module.startswith(FACADES):
+            continue
+        roots = {module.split(".")[0] for module in imported_modules(path)}
+        if not roots & IO_MODULES and not any(
+            module.startswith(FACADES) for module in runtime_imports(path)
+        ):
+            left_out.append(name)
+    assert left_out == []
+
+
+@pytest.mark.parametrize("name", CORE)
+def test_the_core_imports_no_transport_nor_facade(name: str) -> None:
+    facades = {m for m in runtime_imports(PACKAGE / name) if m.startswith(FACADES)}
+    assert not facades, f"{name} imports {sorted(facades)}"
 
 
 # ---------------------------------------------------------------- the public names
@@ -182,6 +287,36 @@ def test_dir_and_star_import_list_the_public_names() -> None:
     exec("from chatlib import *", namespace)
     assert {"SyncChat", "AsyncChat", "RateLimitError", "ChatMessage"} <= set(namespace)
     assert set(chatlib.__all__) <= set(dir(chatlib))
+
+
+def test_no_optional_extra_nor_forbidden_library_loads_with_the_public_names(
+    tmp_path: Path,
+) -> None:
+    """`import chatlib` loads no HTTP library; even every public name (both clients, Azure,
+    the test server, the displays) loads no optional extra (IPython: only inside a kernel),
+    no test-only library and never httpx or pydantic."""
+    watched = ["aiohttp", "requests", "urllib3", "IPython", "httpx", "pydantic", "openai"]
+    watched += ["jsonschema"]
+    script = (
+        "import json, sys\n"
+        f"watched = {watched!r}\n"
+        "import chatlib\n"
+        "steps = [[m for m in watched if m in sys.modules]]\n"
+        "from chatlib import *\n"
+        "import chatlib.azure, chatlib.notebook, chatlib.testing, chatlib.transports\n"
+        "chatlib.azure.AzureChat, chatlib.azure.AsyncAzureChat\n"
+        "steps.append([m for m in watched if m in sys.modules])\n"
+        "print(json.dumps(steps))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert json.loads(done.stdout) == [[], ["aiohttp", "requests", "urllib3"]]
 
 
 def test_the_version_is_written_once_and_is_the_installed_one() -> None:

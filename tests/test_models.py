@@ -977,3 +977,67 @@ def test_chunk_choice_model_is_what_chunks_hold() -> None:
     assert isinstance(chunk.choices[0], ChatCompletionChunkChoice)
     assert chunk.choices[0].delta.content == "Hello"
     assert chunk.text == "Hello"
+
+
+# ---------------------------------------------------------------- client-side fields
+
+
+def _model_classes() -> list[type[Any]]:
+    import chatlib.models
+    from chatlib._model_base import Model
+
+    return [
+        cls
+        for cls in vars(chatlib.models).values()
+        if isinstance(cls, type) and issubclass(cls, Model) and attrs.has(cls)
+    ]
+
+
+def test_the_client_side_fields_are_exactly_those_declared_local() -> None:
+    from chatlib._model_base import MODEL_TAIL, is_local
+
+    local = {
+        (cls.__name__, field.name)
+        for cls in _model_classes()
+        for field in attrs.fields(cls)
+        if is_local(field)
+    }
+    assert local == {
+        ("ChatMessage", "parsed"),
+        ("ChatCompletionStoreMessage", "parsed"),
+        ("FunctionCall", "parsed_arguments"),
+        ("CreateChatCompletionResponse", "_headers"),
+    }
+    private = {
+        (cls.__name__, field.name)
+        for cls in _model_classes()
+        for field in attrs.fields(cls)
+        if field.name.startswith("_") and field.name not in MODEL_TAIL
+    }
+    assert private <= local  # a private slot is client-side only through local_field()
+
+
+@pytest.mark.parametrize(
+    ("cls", "data", "name"),
+    [
+        (ChatMessage, {"role": "assistant", "content": "{}"}, "parsed"),
+        (FunctionCall, {"name": "f", "arguments": "{}"}, "parsed_arguments"),
+        (CreateChatCompletionResponse, {"id": "c", "choices": []}, "_headers"),
+    ],
+)
+def test_a_client_side_field_is_skipped_alike_everywhere(
+    cls: Any, data: dict[str, Any], name: str
+) -> None:
+    parsed = cls.from_dict(data)
+    assert getattr(parsed, name) is None  # structuring never fills it from the JSON
+    with pytest.raises(TypeError):
+        cls(**data, **{name.lstrip("_"): "x"})  # nor does the constructor take it
+    filled = parsed.replace()
+    object.__setattr__(filled, name, {"client": "side"})
+    assert filled.to_dict() == data
+    assert filled.fields_set == parsed.fields_set
+    assert filled == parsed
+    assert name.lstrip("_") + "=" not in repr(filled)
+    assert pickle.loads(pickle.dumps(filled)).__getattribute__(name) == {"client": "side"}
+    assert copy.copy(filled).__getattribute__(name) == {"client": "side"}
+    assert cls.from_dict({**data, name: "sent"}).extra == {name: "sent"}

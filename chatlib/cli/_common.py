@@ -21,6 +21,7 @@ __all__ = [
     "USAGE",
     "UsageError",
     "add_client_options",
+    "add_model_option",
     "add_sampling_options",
     "exit_status",
     "guarded",
@@ -107,13 +108,18 @@ def _prog(args: argparse.Namespace) -> str:
 # ---------------------------------------------------------------- shared options
 
 
-def add_client_options(parser: argparse.ArgumentParser) -> None:
-    """`--model` and `--base-url`."""
+def add_model_option(parser: argparse.ArgumentParser) -> None:
+    """`--model` (default: `$CHATLIB_MODEL`, else `gpt-4o-mini`)."""
     parser.add_argument(
         "--model",
         default=os.environ.get("CHATLIB_MODEL", "gpt-4o-mini"),
         help="the model (default: $CHATLIB_MODEL or gpt-4o-mini)",
     )
+
+
+def add_client_options(parser: argparse.ArgumentParser) -> None:
+    """`--model` and `--base-url`."""
+    add_model_option(parser)
     parser.add_argument(
         "--base-url",
         default=None,

@@ -10,6 +10,8 @@ import sys
 import time
 from typing import Any, TextIO
 
+from chatlib.cli._common import add_model_option
+
 __all__ = ["register", "run"]
 
 
@@ -21,11 +23,7 @@ def register(commands: Any) -> None:
         description="Run a few calls with SyncChat and AsyncChat: against the server "
         "configured by OPENAI_BASE_URL / OPENAI_API_KEY, else the bundled local server.",
     )
-    parser.add_argument(
-        "--model",
-        default=os.environ.get("CHATLIB_MODEL", "gpt-4o-mini"),
-        help="the model (default: $CHATLIB_MODEL or gpt-4o-mini)",
-    )
+    add_model_option(parser)
     parser.add_argument(
         "--local", action="store_true", help="use the bundled local server even if a key is set"
     )
