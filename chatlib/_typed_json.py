@@ -381,7 +381,9 @@ def _first_failure(exc: BaseException) -> tuple[Path, str]:
 
 def _leaves(exc: BaseException, path: Path) -> Iterator[tuple[BaseException, Path]]:
     if isinstance(exc, cattrs.BaseValidationError):
-        with_notes, _ = exc.group_exceptions()
+        with_notes: list[tuple[Any, Any]] = []
+        if isinstance(exc, (cattrs.ClassValidationError, cattrs.IterableValidationError)):
+            with_notes = list(exc.group_exceptions()[0])  # (error, where: a field or index)
         for inner, note in with_notes:
             step = getattr(note, "name", getattr(note, "index", None))
             yield from _leaves(inner, path if step is None else (*path, step))
