@@ -478,9 +478,9 @@ def test_constructors_and_with_options_show_every_azure_setting(cls: type[Any]) 
         *AZURE_SETTING_NAMES,
     ]
     assert list(inspect.signature(cls.with_options).parameters) == ["self", *AZURE_SETTING_NAMES]
-    doc = cls.__doc__ or ""
+    doc = inspect.cleandoc(cls.__doc__ or "")  # Python 3.13 dedents docstrings itself
     for name in AZURE_SETTING_NAMES:
-        assert doc.count(f"\n        {name}: ") == 1, name
+        assert doc.count(f"\n    {name}: ") == 1, name
     assert "AZURE_OPENAI_API_KEY" in doc and "**settings" not in doc
 
 

@@ -349,9 +349,9 @@ def test_with_options_takes_every_setting(cls: type) -> None:
 
 @pytest.mark.parametrize("cls", [SyncChat, AsyncChat])
 def test_the_client_docstrings_document_every_setting_once(cls: type) -> None:
-    doc = cls.__doc__ or ""
+    doc = inspect.cleandoc(cls.__doc__ or "")  # Python 3.13 dedents docstrings itself
     for name in SETTING_NAMES:
-        assert doc.count(f"\n        {name}: ") == 1, name
+        assert doc.count(f"\n    {name}: ") == 1, name
     assert "**settings" not in doc
     assert ClientSettings.__doc__ is not None
 
