@@ -168,7 +168,7 @@ class AsyncChatStream(StreamBase[AsyncResponse], AsyncIterator[CreateChatComplet
         state = self._state
         if state is None or self._body is None or self._closed:
             raise StopAsyncIteration  # chunks parsed but not handed out before aclose() are dropped
-        while not state.pending:
+        while not state.ready():
             if state.finished or self._closed:
                 await self.aclose()
                 state.check()

@@ -141,6 +141,10 @@ def _field_types(cls: type[Model], fields: list[attrs.Attribute[Any]]) -> dict[s
     return {f.name: eval(f.type, namespace) if isinstance(f.type, str) else f.type for f in fields}
 
 
+# The most key sets remembered per class (each shared by every object parsed with those keys).
+_MAX_SHAPES = 64
+
+
 def _make_structure_fn(cls: type[Model]) -> Callable[..., Any]:
     fields = [f for f in attrs.fields(cls) if f.name not in MODEL_TAIL and not is_local(f)]
     local = [f.name for f in attrs.fields(cls) if is_local(f)]
@@ -183,10 +187,27 @@ def _make_structure_fn(cls: type[Model]) -> Callable[..., Any]:
             lines.append(f"    v = d.get({name!r})")
             lines.append(f"    o.{name} = {default_expr} if v is None else _p_{name}(v)")
     lines += [f"    o.{name} = None" for name in local]  # client-side: never in the JSON
+    shapes: dict[tuple[str, ...], tuple[frozenset[str], bool]] = {}
+
+    def shape(keys: tuple[str, ...]) -> tuple[frozenset[str], bool]:
+        present = frozenset(keys)
+        found = (present, present <= known)
+        if len(shapes) < _MAX_SHAPES:
+            shapes[keys] = found
+        return found
+
+    env["_shapes"] = shapes
+    env["_shape"] = shape
+    env["_tuple"] = tuple
     lines += [
-        "    o.extra = (_EMPTY if d.keys() <= _known"
-        " else {k: v for k, v in d.items() if k not in _known})",
-        "    o._fields_set = _frozenset(d)",
+        # Objects with the same keys share one frozenset of them (the fields set): servers
+        # send the same few shapes again and again, and a frozenset is 200-700 bytes.
+        "    k = _tuple(d)",
+        "    s = _shapes.get(k)",
+        "    if s is None:",
+        "        s = _shape(k)",
+        "    o._fields_set = s[0]",
+        "    o.extra = _EMPTY if s[1] else {k: v for k, v in d.items() if k not in _known}",
     ]
     for name in null_lists:
         # A required list the server sent as null (vLLM's `"choices": null`) reads as []

@@ -128,7 +128,7 @@ class ChatStream(StreamBase[SyncResponse], Iterator[CreateChatCompletionChunk]):
         if self._closed:
             raise StopIteration  # chunks parsed but not handed out before close() are dropped
         state = self._state
-        while not state.pending:
+        while not state.ready():
             if state.finished or self._closed:
                 self.close()
                 state.check()
