@@ -8,6 +8,7 @@ a body or mid-stream) raises the error it describes.
 from __future__ import annotations
 
 import json
+import json.scanner
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
@@ -31,7 +32,7 @@ _M = TypeVar("_M", bound=Model)
 
 
 _structure_chunk = converter.get_structure_hook(CreateChatCompletionChunk)
-_scan_json = json.JSONDecoder().scan_once
+_scan_json = json.scanner.make_scanner(json.JSONDecoder())
 
 
 def _loads(text: str) -> Any:

@@ -259,9 +259,10 @@ class SSEDecoder:
             if line.startswith(b"data: "):  # the common case, first
                 value = line[6:]
             else:
-                value = self._field(line)
-                if value is None:
+                other = self._field(line)
+                if other is None:
                     continue
+                value = other
             self._add_data(value, line, limit)
         self._pos = size
         if pos < size:
