@@ -8,9 +8,8 @@ a body or mid-stream) raises the error it describes.
 from __future__ import annotations
 
 import json
-import json.scanner
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from chatlib._accumulate import ChatCompletionAccumulator
 from chatlib._headers import Headers, request_id_of
@@ -32,7 +31,8 @@ _M = TypeVar("_M", bound=Model)
 
 
 _structure_chunk = converter.get_structure_hook(CreateChatCompletionChunk)
-_scan_json = json.scanner.make_scanner(json.JSONDecoder())
+# The C scanner `json.loads` ends in (typeshed does not declare the attribute).
+_scan_json: Callable[[str, int], tuple[Any, int]] = cast(Any, json.JSONDecoder()).scan_once
 
 
 def _loads(text: str) -> Any:
