@@ -35,6 +35,7 @@ from chatlib._tool_loop import (
 )
 from chatlib._transports.aiohttp import AiohttpTransport, ClientSession
 from chatlib._transports.base import AsyncResponse, AsyncTransport
+from chatlib._transports.base import aread_whole as read_whole
 from chatlib.errors import APIConnectionError, APIError, BodyTooLargeError
 from chatlib.models import (
     ChatCompletionParams,
@@ -59,6 +60,9 @@ _T = TypeVar("_T")
 async def _read_body(response: AsyncResponse, limit: int) -> bytes | APIError:
     collector = BodyCollector(limit)
     try:
+        body = await read_whole(response, limit)
+        if body is not None:
+            return body
         async for piece in response.aiter_bytes():
             collector.feed(piece)
     except (APIConnectionError, BodyTooLargeError) as exc:
@@ -197,10 +201,10 @@ class AsyncChatStream(StreamBase[AsyncResponse], AsyncIterator[CreateChatComplet
         state = self._state
         if state is None:
             return  # closed before it started
-        state.start_events()
+        queue = state.start_events()
         while True:
-            while state.event_queue:
-                yield state.event_queue.popleft()
+            while queue:
+                yield queue.popleft()
             if await anext(self, None) is None:
                 return
 

@@ -117,7 +117,7 @@ class Call:
         self, response_headers: Mapping[str, str], clock: Callable[[], float]
     ) -> StreamState:
         """The state of the stream this call opened."""
-        headers = Headers(response_headers)
+        headers = Headers.of_response(response_headers)
         parser = ChunkParser(
             request_id=request_id_of(headers),
             max_line_bytes=self.config.max_line_bytes,

@@ -4,7 +4,7 @@ and its way of waiting."""
 
 from __future__ import annotations
 
-import uuid
+import os
 from collections.abc import Callable
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -111,7 +111,7 @@ class ClientBase(Generic[_Transport]):
             stream=stream,
             force_stream=force_stream,
             timeout=timeout,
-            idempotency_key=f"chatlib-{uuid.uuid4()}",
+            idempotency_key="chatlib-" + os.urandom(16).hex(),  # 128 random bits
             parse=parse,
             endpoint=self._endpoint,
         )

@@ -68,7 +68,7 @@ def json_parser(cls: type[_M], what: str) -> Callable[[int, Mapping[str, str], b
     def parse(status: int, headers: Mapping[str, str], raw: bytes) -> _M:
         result: _M = _parse_object(status, headers, raw, structure, what)
         if isinstance(result, CreateChatCompletionResponse):
-            result._headers = Headers(headers)
+            result._headers = Headers.of_response(headers)
         return result
 
     return parse
@@ -86,27 +86,27 @@ def _parse_object(
     structure: Callable[[Any, Any], Any],
     what: str,
 ) -> Any:
-    request_id = request_id_of(headers)
     try:
-        data = json.loads(raw)
+        # A UTF-8 object (every server's answer) needs no encoding detected.
+        data = _loads(raw.decode("utf-8")) if raw[:1] == b"{" else json.loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise APIResponseValidationError(
             f"the server's answer is not valid JSON ({exc}); raw body kept in .raw_body",
             status_code=status,
             raw_body=raw,
-            request_id=request_id,
+            request_id=request_id_of(headers),
         ) from None
-    if not isinstance(data, dict):
+    if data.__class__ is not dict:
         raise APIResponseValidationError(
             f"expected a JSON object, got {type(data).__name__}",
             status_code=status,
             raw_body=raw,
             body=data,
-            request_id=request_id,
+            request_id=request_id_of(headers),
         )
-    if _is_error_object(data):
+    if "choices" not in data and _is_error_object(data):
         raise error_from_stream_payload(
-            data, raw, request_id=request_id, where="error body with status 200"
+            data, raw, request_id=request_id_of(headers), where="error body with status 200"
         )
     try:
         return structure(data, None)
@@ -116,7 +116,7 @@ def _parse_object(
             status_code=status,
             raw_body=raw,
             body=data,
-            request_id=request_id,
+            request_id=request_id_of(headers),
         ) from None
 
 

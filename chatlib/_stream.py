@@ -101,9 +101,7 @@ class StreamState:
         self.outputs = outputs  # how to parse the final completion, when types were asked for
         self._next: CreateChatCompletionChunk | None = None  # parsed, not yet handed out
         self.finished = False
-        self.response_headers = (
-            response_headers if isinstance(response_headers, Headers) else Headers(response_headers)
-        )
+        self.response_headers = Headers.of_response(response_headers)
         self.secrets = secrets if secrets is not None else Secrets()
         self._clock = clock
         self._deadline = deadline  # the call's, fixed when it started: retries count too
@@ -112,7 +110,8 @@ class StreamState:
         self._taken = 0
         self._request = request
         self._events: StreamEvents | None = None
-        self.event_queue: deque[ChatCompletionStreamEvent] = deque()  # made, not handed out
+        # The events made and not yet handed out: a queue once `start_events` was called.
+        self.event_queue: deque[ChatCompletionStreamEvent] | None = None
 
     def on_bytes(self, data: bytes) -> None:
         """Take body bytes (parsed as chunks are asked for); raises for a passed deadline,
@@ -186,7 +185,7 @@ class StreamState:
             self.failed(exc)
             raise
         self._taken += 1
-        if self._events is not None:
+        if self._events is not None and self.event_queue is not None:
             self.event_queue.extend(self._events.on_chunk(chunk))
         return chunk
 
@@ -198,14 +197,15 @@ class StreamState:
             exc.partial = self._accumulator.result()
         return exc
 
-    def start_events(self) -> None:
-        """Turn every chunk handed out from now on into events (in `event_queue`); idempotent.
+    def start_events(self) -> deque[ChatCompletionStreamEvent]:
+        """Turn every chunk handed out from now on into events, appended to the queue it
+        returns (`event_queue`); idempotent.
 
         Raises:
             RuntimeError: chunks were handed out already: their events cannot be made.
         """
-        if self._events is not None:
-            return
+        if self.event_queue is not None:
+            return self.event_queue
         if self._taken:
             raise RuntimeError(
                 "stream.events() must be called before any chunk is read: events describe "
@@ -226,6 +226,8 @@ class StreamState:
                 parse_arguments=outputs.arguments_parser(self._accumulator.result),
             )
         self._events = StreamEvents(options, accumulator=self._accumulator)
+        self.event_queue = deque()
+        return self.event_queue
 
     @property
     def accumulated(self) -> CreateChatCompletionResponse:

@@ -22,7 +22,7 @@ from chatlib._params import with_request_signature
 from chatlib._parse import BodyCollector
 from chatlib._stream import DRAIN_SECONDS, Drain, StreamBase, StreamState
 from chatlib._tool_loop import CallModel, Emit, ToolLoop, ToolRunDone, ToolRunEvent, ToolRunResult
-from chatlib._transports.base import SyncResponse, SyncTransport
+from chatlib._transports.base import SyncResponse, SyncTransport, read_whole
 from chatlib._transports.requests import RequestsTransport, Session
 from chatlib.errors import APIConnectionError, APIError, BodyTooLargeError
 from chatlib.models import (
@@ -48,6 +48,9 @@ _T = TypeVar("_T")
 def _read_body(response: SyncResponse, limit: int) -> bytes | APIError:
     collector = BodyCollector(limit)
     try:
+        body = read_whole(response, limit)
+        if body is not None:
+            return body
         for piece in response.iter_bytes():
             collector.feed(piece)
     except (APIConnectionError, BodyTooLargeError) as exc:
@@ -157,10 +160,10 @@ class ChatStream(StreamBase[SyncResponse], Iterator[CreateChatCompletionChunk]):
                 whole stream.
         """
         state = self._state
-        state.start_events()
+        queue = state.start_events()
         while True:
-            while state.event_queue:
-                yield state.event_queue.popleft()
+            while queue:
+                yield queue.popleft()
             if next(self, None) is None:
                 return
 

@@ -188,14 +188,17 @@ class SSEDecoder:
                     return
         if not self._bom_done:
             head = self._head  # holds at most the start of a BOM here
-            head += chunk
-            if len(head) < len(_BOM) and _BOM.startswith(head):
+            if head:
+                chunk = bytes(head) + chunk
+                head.clear()
+            if len(chunk) < len(_BOM) and _BOM.startswith(chunk):
+                head += chunk
                 return  # maybe the start of a BOM: wait for more
             self._bom_done = True
-            chunk = bytes(head[3:] if head.startswith(_BOM) else head)
-            head.clear()
-            if not chunk:
-                return
+            if chunk.startswith(_BOM):
+                chunk = chunk[3:]
+                if not chunk:
+                    return
         if self._pos < len(self._block):  # pushed before the last bytes were read: keep both
             chunk = self._block[self._pos :] + chunk
         self._block = chunk

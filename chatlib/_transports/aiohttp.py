@@ -60,6 +60,19 @@ class _AiohttpResponse:
         if failure is not None:
             raise failure  # raised outside the except: see `AiohttpTransport.send`
 
+    async def aread_body(self, limit: int) -> bytes | None:
+        """The whole body in one read when its `Content-Length` is known and at most
+        `limit` (the usual JSON answer), else `None`: the caller reads it piece by piece."""
+        length = self._response.content_length
+        if length is None or length > limit:
+            return None
+        failure: APIConnectionError | None = None
+        try:
+            return await self._response.read()
+        except _FAILURES as exc:
+            failure = _translate(exc, self._url)
+        raise failure  # raised outside the except: see `AiohttpTransport.send`
+
     async def aclose(self) -> None:
         self.close()
 
