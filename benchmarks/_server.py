@@ -165,7 +165,7 @@ class _Http(asyncio.Protocol):
 
 
 async def _main() -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # the scale runs: 10,000 sockets
     loop = asyncio.get_running_loop()
     server = await loop.create_server(_Http, "127.0.0.1", 0, backlog=8192)

@@ -73,7 +73,7 @@ def _peak_rss() -> int:
 
 
 def _raise_fd_limit() -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
@@ -171,7 +171,11 @@ def run_async(name: str, origin: str, streams: int, chunks: int, gated: bool) ->
         gc.collect()
         base = _rss()
         gate = uuid.uuid4().hex
-        url = f"{origin}/gate/{gate}/{streams}/{chunks}/v1" if gated else f"{origin}/burst/{chunks}/v1"
+        url = (
+            f"{origin}/gate/{gate}/{streams}/{chunks}/v1"
+            if gated
+            else f"{origin}/burst/{chunks}/v1"
+        )
         opened = 0
         at_open: list[int] = []
 
@@ -376,7 +380,8 @@ def table(results: dict[str, Any]) -> str:
                 f"{r['scenario']} ({r['streams']:,} streams)",
                 r["name"],
                 f"{r['completed']:,}/{r['streams']:,}",
-                str(r["errors"]) + (f" ({r['pool_warnings']} pool full)" if "pool_warnings" in r else ""),
+                str(r["errors"])
+                + (f" ({r['pool_warnings']} pool full)" if "pool_warnings" in r else ""),
                 fmt(r["wall_s"] * 1e3, digits=0),
                 ratio(r["wall_s"], b["wall_s"]),
                 fmt(r["cpu_s"] * 1e3, digits=0),

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from chatlib._model_base import EMPTY_EXTRA
-from chatlib._serde import ModelShapeError, converter
+from chatlib._serde import ModelShapeError, structure_hook
 from chatlib.errors import APIResponseValidationError
 from chatlib.models import (
     ChatCompletionAudio,
@@ -311,7 +311,7 @@ def _check(chunk: CreateChatCompletionChunk) -> None:
             _text(audio.transcript, "delta.audio.transcript")
 
 
-_structure_chunk = converter.get_structure_hook(CreateChatCompletionChunk)
+_structure_chunk = structure_hook(CreateChatCompletionChunk)
 
 
 def _as_chunk(data: Any) -> CreateChatCompletionChunk:

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import sys
 import time
 from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
-from typing_extensions import Self, Unpack
+if sys.version_info >= (3, 11):  # typing has them: typing_extensions is not loaded
+    from typing import Self, Unpack
+else:  # pragma: no cover
+    from typing_extensions import Self, Unpack
 
 from chatlib._call import Call
 from chatlib._client import ClientBase
@@ -23,16 +27,6 @@ from chatlib._flow import Command, Deliver, Flow, GetCredential, ItemFlow, ReadB
 from chatlib._params import with_request_signature
 from chatlib._parse import BodyCollector
 from chatlib._stream import DRAIN_SECONDS, Drain, StreamBase
-from chatlib._tool_loop import (
-    CallModel,
-    Emit,
-    ToolInvocation,
-    ToolLoop,
-    ToolResult,
-    ToolRunDone,
-    ToolRunEvent,
-    ToolRunResult,
-)
 from chatlib._transports.aiohttp import AiohttpTransport, ClientSession
 from chatlib._transports.base import AsyncResponse, AsyncTransport
 from chatlib._transports.base import aread_whole as read_whole
@@ -45,8 +39,16 @@ from chatlib.models import (
 )
 
 if TYPE_CHECKING:
+    # Tools load on first use (`run_tools`): a plain create() never needs them.
     from chatlib._events import ChatCompletionStreamEvent  # loaded when `events()` first runs
     from chatlib._stored_async import AsyncStoredCompletions
+    from chatlib._tool_loop import (
+        ToolInvocation,
+        ToolLoop,
+        ToolResult,
+        ToolRunEvent,
+        ToolRunResult,
+    )
     from chatlib.notebook import DisplayHandle
 
 __all__ = ["AsyncChat", "AsyncChatStream"]
@@ -428,6 +430,8 @@ class AsyncChat(ClientBase[AsyncTransport]):
         """Let the model call your functions until it answers (`await` it); see
         `SyncChat.run_tools`, and the error it raises. The calls of one turn run at once:
         async tools are awaited, sync ones run in worker threads."""
+        from chatlib._tool_loop import ToolRunDone
+
         loop = self._tool_loop(params, tools, max_rounds, timeout, stream=False)
         async for event in self._tool_events(loop):
             if isinstance(event, ToolRunDone):
@@ -450,6 +454,8 @@ class AsyncChat(ClientBase[AsyncTransport]):
 
     async def _tool_events(self, loop: ToolLoop) -> AsyncIterator[ToolRunEvent]:
         """Drive a core tool loop (`_tool_loop.py`) with asyncio I/O, handing out its events."""
+        from chatlib._tool_loop import CallModel, Emit
+
         outcome: Any = None
         try:
             while True:

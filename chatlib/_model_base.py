@@ -11,11 +11,16 @@ from __future__ import annotations
 import copy
 import enum
 import functools
+import sys
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, ClassVar, TypeVar
 
 import attrs
-from typing_extensions import dataclass_transform
+
+if sys.version_info >= (3, 11):  # typing has them: typing_extensions is not loaded
+    from typing import dataclass_transform
+else:  # pragma: no cover
+    from typing_extensions import dataclass_transform
 
 from chatlib._display import RichDisplay
 from chatlib._headers import redact

@@ -14,7 +14,7 @@ from typing import Any, TypeVar, cast
 from chatlib._accumulate import ChatCompletionAccumulator
 from chatlib._headers import Headers, request_id_of
 from chatlib._model_base import Model
-from chatlib._serde import ModelShapeError, converter
+from chatlib._serde import ModelShapeError, structure_hook
 from chatlib.errors import (
     APIResponseValidationError,
     BodyTooLargeError,
@@ -30,7 +30,7 @@ __all__ = ["BodyCollector", "ChunkParser", "fold_chunk", "json_parser", "parse_c
 _M = TypeVar("_M", bound=Model)
 
 
-_structure_chunk = converter.get_structure_hook(CreateChatCompletionChunk)
+_structure_chunk = structure_hook(CreateChatCompletionChunk)
 # The C scanner `json.loads` ends in (typeshed does not declare the attribute).
 _scan_json: Callable[[str, int], tuple[Any, int]] = cast(Any, json.JSONDecoder()).scan_once
 
@@ -63,7 +63,7 @@ def json_parser(cls: type[_M], what: str) -> Callable[[int, Mapping[str, str], b
     """A parser of 2xx JSON bodies into `cls` (called `what` in errors): malformed bodies
     raise with the raw body kept, and a completion keeps the response's headers (`.headers`,
     `.request_id`, `.rate_limits`)."""
-    structure = converter.get_structure_hook(cls)
+    structure = structure_hook(cls)
 
     def parse(status: int, headers: Mapping[str, str], raw: bytes) -> _M:
         result: _M = _parse_object(status, headers, raw, structure, what)

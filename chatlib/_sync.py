@@ -7,12 +7,16 @@ read them side by side.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
-from typing_extensions import Self, Unpack
+if sys.version_info >= (3, 11):  # typing has them: typing_extensions is not loaded
+    from typing import Self, Unpack
+else:  # pragma: no cover
+    from typing_extensions import Self, Unpack
 
 from chatlib._call import Call
 from chatlib._client import ClientBase
@@ -21,7 +25,6 @@ from chatlib._flow import Command, Deliver, Flow, GetCredential, ItemFlow, ReadB
 from chatlib._params import with_request_signature
 from chatlib._parse import BodyCollector
 from chatlib._stream import DRAIN_SECONDS, Drain, StreamBase, StreamState
-from chatlib._tool_loop import CallModel, Emit, ToolLoop, ToolRunDone, ToolRunEvent, ToolRunResult
 from chatlib._transports.base import SyncResponse, SyncTransport, read_whole
 from chatlib._transports.requests import RequestsTransport, Session
 from chatlib.errors import APIConnectionError, APIError, BodyTooLargeError
@@ -33,8 +36,10 @@ from chatlib.models import (
 )
 
 if TYPE_CHECKING:
+    # Tools load on first use (`run_tools`): a plain create() never needs them.
     from chatlib._events import ChatCompletionStreamEvent  # loaded when `events()` first runs
     from chatlib._stored_sync import StoredCompletions
+    from chatlib._tool_loop import ToolLoop, ToolRunEvent, ToolRunResult
     from chatlib.notebook import DisplayHandle
 
 __all__ = ["ChatStream", "SyncChat"]
@@ -412,6 +417,8 @@ class SyncChat(ClientBase[SyncTransport]):
             ToolLoopLimitError: The model still asked for tools after `max_rounds` model
                 calls (it carries the conversation).
         """
+        from chatlib._tool_loop import ToolRunDone
+
         loop = self._tool_loop(params, tools, max_rounds, timeout, stream=False)
         for event in self._tool_events(loop):
             if isinstance(event, ToolRunDone):
@@ -436,6 +443,8 @@ class SyncChat(ClientBase[SyncTransport]):
 
     def _tool_events(self, loop: ToolLoop) -> Iterator[ToolRunEvent]:
         """Drive a core tool loop (`_tool_loop.py`) with blocking I/O, handing out its events."""
+        from chatlib._tool_loop import CallModel, Emit
+
         outcome: Any = None
         try:
             while True:

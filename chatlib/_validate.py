@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -67,6 +66,8 @@ def check_param_names(names: Sequence[str]) -> None:
     """Reject keyword arguments that are not request parameters, suggesting the closest one."""
     for name in names:
         if name not in _FIELD_SET:
+            import difflib  # an error path only
+
             close = difflib.get_close_matches(name, _FIELDS, n=1)
             hint = f"did you mean {close[0]!r}? " if close else ""
             raise InvalidArgumentError(
