@@ -85,7 +85,7 @@ def _texts(objs: list[dict[str, Any]]) -> str:
 
 
 class _AsyncClient:
-    """One contender: `stream(url, first)` reads one stream, calling `first()` once its
+    """One contender: `stream(url, first)` reads one stream, awaiting `first()` once its
     first chunk is in hand, and returns its text."""
 
     def __init__(self, name: str, limit: int | None) -> None:
@@ -132,7 +132,7 @@ class _AsyncClient:
                     buf = split_events(buf + piece, objs)
                     if objs and not seen:
                         seen = True
-                        first()
+                        await first()
             return _texts(objs)
         texts: list[str] = []
         if self.name == "chatlib AsyncChat":
@@ -140,7 +140,7 @@ class _AsyncClient:
             async with chat.stream(model=MODEL, messages=MESSAGES) as stream:
                 async for chunk in stream:
                     if not texts:
-                        first()
+                        await first()
                     texts.append(chunk.text)
             return "".join(texts)
         client = self.client.with_options(base_url=url)
@@ -148,7 +148,7 @@ class _AsyncClient:
         async with stream:
             async for chunk in stream:
                 if not texts:
-                    first()
+                    await first()
                 texts.append((chunk.choices[0].delta.content or "") if chunk.choices else "")
         return "".join(texts)
 
@@ -167,7 +167,11 @@ def run_async(name: str, origin: str, streams: int, chunks: int, gated: bool) ->
     async def main() -> dict[str, Any]:
         client = _AsyncClient(name, limit)
         await client.open()
-        await client.stream(f"{origin}/burst/{chunks}/v1", lambda: None)  # warm-up
+
+        async def no_wait() -> None:
+            pass
+
+        await client.stream(f"{origin}/burst/{chunks}/v1", no_wait)  # warm-up
         gc.collect()
         base = _rss()
         gate = uuid.uuid4().hex
@@ -178,12 +182,18 @@ def run_async(name: str, origin: str, streams: int, chunks: int, gated: bool) ->
         )
         opened = 0
         at_open: list[int] = []
+        all_open = asyncio.Event()
 
-        def first() -> None:
+        async def first() -> None:
+            # Gated: each stream waits, its first chunk in hand, until every stream has
+            # its own, so that all of them are open when the memory is read.
             nonlocal opened
             opened += 1
             if opened == streams:
                 at_open.append(_rss())
+                all_open.set()
+            if gated:
+                await all_open.wait()
 
         cpu0, wall0 = time.process_time(), time.perf_counter()
         texts = await asyncio.gather(
