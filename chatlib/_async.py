@@ -170,7 +170,8 @@ class AsyncChatStream(StreamBase[AsyncResponse], AsyncIterator[CreateChatComplet
         return self
 
     async def __anext__(self) -> CreateChatCompletionChunk:
-        await self._start()
+        if self._response is None:
+            await self._start()
         state = self._state
         if state is None or self._body is None or self._closed:
             raise StopAsyncIteration  # chunks parsed but not handed out before aclose() are dropped
@@ -257,7 +258,7 @@ class AsyncChatStream(StreamBase[AsyncResponse], AsyncIterator[CreateChatComplet
             return
         try:
             if self._ended_cleanly():
-                await asyncio.wait_for(_drain(self._body), DRAIN_SECONDS)
+                await _drain_within(self._body, DRAIN_SECONDS)
         except (APIError, asyncio.TimeoutError):
             pass  # the connection is closed instead of reused
         finally:
@@ -278,6 +279,14 @@ class AsyncChatStream(StreamBase[AsyncResponse], AsyncIterator[CreateChatComplet
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+
+async def _drain_within(body: AsyncIterator[bytes], seconds: float) -> None:
+    if sys.version_info >= (3, 11):  # a deadline on this task, not a task of its own
+        async with asyncio.timeout(seconds):
+            await _drain(body)
+    else:  # pragma: no cover
+        await asyncio.wait_for(_drain(body), seconds)
 
 
 async def _drain(body: AsyncIterator[bytes]) -> None:
