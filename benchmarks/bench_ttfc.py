@@ -21,7 +21,7 @@ buffer split at the first blank line, one ``json.loads``), ``SyncChat.stream`` /
 ``AsyncChat.stream``, ``openai.OpenAI`` / ``openai.AsyncOpenAI`` (skipped when not
 installed).
 
-    python benchmarks/bench_ttfc.py [--json] [--rounds 5] [--streams 5] [--burst 20000]
+    python benchmarks/bench_ttfc.py [--json] [--rounds 5] [--streams 15] [--burst 20000]
 """
 
 from __future__ import annotations
@@ -290,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print JSON (for run_all.py)")
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--streams", type=int, default=5, help="timed streams per process")
+    parser.add_argument("--streams", type=int, default=15, help="timed streams per process")
     parser.add_argument("--burst", type=int, default=20000, help="chunks of the big burst")
     args = parser.parse_args(argv)
     results = bench(args.rounds, args.streams, {"short": 20, "burst": args.burst})
