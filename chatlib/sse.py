@@ -222,6 +222,23 @@ class SSEDecoder:
                     break
                 end = lf
                 after = lf + 1
+                if (
+                    after < size
+                    and block[after] == 0x0A
+                    and not self._head
+                    and not self._data
+                    and block.startswith(b"data: ", pos)
+                    and (limit is None or end - pos <= limit)
+                ):
+                    # The usual event, `data: <value>` and a blank line, in one step: the
+                    # same as the two lines below, without the buffers between them.
+                    retry = self._retry
+                    event_type = self._event_type
+                    self._event_type = ""
+                    self._retry = None
+                    self._pos = after + 1
+                    text = block[pos + 6 : end].decode("utf-8", "replace")
+                    return (text, event_type or "message", self._last_id, retry)
             else:
                 if cr < pos:
                     cr = self._cr = block.find(b"\r", pos)
