@@ -8,6 +8,7 @@ a body or mid-stream) raises the error it describes.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar, cast
 
@@ -31,6 +32,7 @@ _M = TypeVar("_M", bound=Model)
 
 
 _structure_chunk = structure_hook(CreateChatCompletionChunk)
+_NOT_SPACE = re.compile(rb"[^ \t\n\r\x0b\x0c]")  # what `bytes.lstrip()` does not strip
 # The C scanner `json.loads` ends in (typeshed does not declare the attribute).
 _scan_json: Callable[[str, int], tuple[Any, int]] = cast(Any, json.JSONDecoder()).scan_once
 
@@ -218,11 +220,11 @@ class ChunkParser:
         if self.done or not data:
             return
         if not self._started:
-            stripped = data.lstrip()
-            if not stripped:
+            first = _NOT_SPACE.search(data)  # the first byte that is not whitespace, no copy
+            if first is None:
                 return
             self._started = True
-            if stripped[:1] in (b"{", b"[", b"<"):  # a JSON body or an HTML page, not SSE
+            if first.group() in (b"{", b"[", b"<"):  # a JSON body or an HTML page, not SSE
                 self._json_body = bytearray()
         if self._json_body is not None:
             self._json_body += data

@@ -103,6 +103,7 @@ class SSEDecoder:
         "_block",
         "_bom_done",
         "_cr",
+        "_cr_seen",
         "_data",
         "_data_size",
         "_event_type",
@@ -132,10 +133,13 @@ class SSEDecoder:
         self._head = bytearray()  # the start of an unterminated line; never holds a CR or LF
         self._block = b""  # the bytes pushed and not yet read, from `_pos` on
         self._pos = 0
-        # The next LF and CR in `_block` at or after `_pos` (-1: none left), each searched
-        # again only once `_pos` has passed it: every byte is scanned a fixed number of times.
+        # The next LF in `_block` at or after `_pos` (-1: none left), searched again only once
+        # `_pos` has passed it; a CR is looked for only before that LF (up to `_cr_seen`, the
+        # end of what was searched, `_cr` is the first one found or -1): every byte is
+        # scanned a fixed number of times, and never past the event being decoded.
         self._lf = -1
         self._cr = -1
+        self._cr_seen = 0
         self._skip_lf = False  # the last line ended with a CR: a following LF belongs to it
         self._bom_done = False
         self._data: list[str] = []
@@ -204,7 +208,8 @@ class SSEDecoder:
         self._block = chunk
         self._pos = 0
         self._lf = chunk.find(b"\n")
-        self._cr = chunk.find(b"\r")
+        self._cr = -1
+        self._cr_seen = 0
 
     def next_fields(self) -> tuple[str, str, str | None, int | None] | None:
         """`next_event` without the event object: `(data, event, id, retry)` or `None`."""
@@ -217,7 +222,13 @@ class SSEDecoder:
             if lf != -1 and lf < pos:
                 lf = self._lf = block.find(b"\n", pos)
             cr = self._cr
-            if cr == -1:  # the common case: LF line ends only
+            if cr < pos:  # none found yet at or after `pos`: look up to the LF
+                until = size if lf == -1 else lf
+                start = self._cr_seen if self._cr_seen > pos else pos
+                cr = block.find(b"\r", start, until) if start < until else -1
+                self._cr = cr
+                self._cr_seen = until if cr == -1 else cr
+            if cr == -1 or (lf != -1 and lf < cr):  # the common case: an LF ends the line
                 if lf == -1:
                     break
                 end = lf
@@ -239,21 +250,13 @@ class SSEDecoder:
                     self._pos = after + 1
                     text = block[pos + 6 : end].decode("utf-8", "replace")
                     return (text, event_type or "message", self._last_id, retry)
-            else:
-                if cr < pos:
-                    cr = self._cr = block.find(b"\r", pos)
-                if cr != -1 and (lf == -1 or cr < lf):
-                    end = cr
-                    if cr + 1 < size:
-                        after = cr + 2 if block[cr + 1] == 0x0A else cr + 1
-                    else:
-                        after = size
-                        self._skip_lf = True  # an LF at the start of the next bytes is its
-                elif lf != -1:
-                    end = lf
-                    after = lf + 1
+            else:  # a CR ends the line (the first line end; a CRLF is one)
+                end = cr
+                if cr + 1 < size:
+                    after = cr + 2 if block[cr + 1] == 0x0A else cr + 1
                 else:
-                    break
+                    after = size
+                    self._skip_lf = True  # an LF at the start of the next bytes is its
             line = block[pos:end]
             pos = after
             if self._head:
