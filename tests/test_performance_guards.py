@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -371,3 +372,30 @@ def test_sequential_calls_and_streams_reuse_one_connection(
     connections = {record.connection for record in server.requests}
     assert len(server.requests) == 6
     assert len(connections) == 1 and "" not in connections, connections
+
+
+# ---------------------------------------------------------------- the async read timeout
+
+
+def _idle_timers(loop: Any) -> list[Any]:
+    """The read-timeout timers of async streams still scheduled on `loop`."""
+    return [
+        handle
+        for handle in loop._scheduled  # asyncio's heap of timers
+        if not handle.cancelled()
+        and getattr(handle._callback, "__qualname__", "").startswith("_IdleTimer")
+    ]
+
+
+async def test_async_streams_leave_no_read_timer_behind(server: LocalServer) -> None:
+    # The body's read timeout is one timer per stream, re-armed lazily (not one new timer
+    # per read): whether read to the end or left half-way, a closed stream cancels it.
+    loop = asyncio.get_running_loop()
+    async with AsyncChat(base_url=server.base_url, api_key="sk-test-key") as chat:
+        messages = [{"role": "user", "content": "one two three four"}]
+        async with chat.stream(model="m", messages=messages) as stream:
+            assert "".join([chunk.text async for chunk in stream])
+        async with chat.stream(model="m", messages=messages) as stream:
+            await anext(stream)
+            assert _idle_timers(loop)  # armed while the body is read
+        assert _idle_timers(loop) == []
