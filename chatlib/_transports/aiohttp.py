@@ -39,6 +39,7 @@ def _translate(exc: BaseException, url: str) -> APIConnectionError:
     return transport_error(exc, url, timed_out=isinstance(exc, _TIMEOUTS))
 
 
+_READ_SIZE = 16 * 1024
 _READ_TIMEOUT_ERROR = getattr(aiohttp, "SocketTimeoutError", aiohttp.ServerTimeoutError)
 
 
@@ -101,15 +102,19 @@ class _AiohttpResponse:
         return self._idle
 
     async def aiter_bytes(self) -> AsyncIterator[bytes]:
+        # What has arrived, at most _READ_SIZE bytes a read: `iter_any()` would join all of
+        # it, which after a burst from a fast server is a megabyte (and a Python call per
+        # HTTP chunk in it) before the first event can be parsed.
         failure: APIConnectionError | None = None
         idle = self._watch_idle()
+        read = self._response.content.read
         try:
             if idle is None:
-                async for piece in self._response.content.iter_any():
+                while piece := await read(_READ_SIZE):
                     yield piece
             else:
                 clock = asyncio.get_running_loop().time
-                async for piece in self._response.content.iter_any():
+                while piece := await read(_READ_SIZE):
                     idle.last = clock()
                     yield piece
         except _FAILURES as exc:
