@@ -9,6 +9,9 @@ Routes (only the path prefix matters; the body decides streaming, like OpenAI):
   one HTTP chunk per SSE event (as OpenAI sends them), all written at once.
 * ``/paced/<n>/v1/...`` streaming: the same events written one by one with a short pause,
   (~0.5 ms), so the client reads them one at a time, the way tokens arrive from a real model.
+* ``/gate/<id>/<streams>/<n>/v1`` streaming: the first of ``n`` chunks at once, the rest
+  only once ``streams`` requests have arrived on gate ``<id>``: when the client holds its
+  first chunks, every stream is open at the same time (the scale benchmarks).
 * any non-streaming request: a typical JSON completion.
 """
 
@@ -17,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import resource
 import sys
 import time
 from functools import cache
@@ -29,6 +33,9 @@ from _common import completion_dict, sse_frames
 PACE_SECONDS = 0.0004  # ~0.5 ms with the sleep's overshoot: above any client's cost per chunk
 _STREAM_TRUE = re.compile(rb'"stream"\s*:\s*true')
 _PATH = re.compile(rb"^/(burst|paced)/(\d+)/")
+_GATE = re.compile(rb"^/gate/(\w+)/(\d+)/(\d+)/")
+# Each gate's connections holding their first chunk, with the rest still to send.
+_GATES: dict[bytes, list[tuple[_Http, int]]] = {}
 
 _SSE_HEAD = (
     b"HTTP/1.1 200 OK\r\n"
@@ -107,6 +114,10 @@ class _Http(asyncio.Protocol):
         if not _STREAM_TRUE.search(body):
             self._transport.write(_JSON_ANSWER)
             return
+        gate = _GATE.match(path)
+        if gate is not None:
+            self._gate(gate.group(1), int(gate.group(2)), int(gate.group(3)))
+            return
         match = _PATH.match(path)
         if match is None:
             self._transport.write(_NOT_FOUND)
@@ -117,6 +128,24 @@ class _Http(asyncio.Protocol):
             return
         self._busy = True
         asyncio.get_running_loop().create_task(self._paced(n))
+
+    def _gate(self, gate: bytes, streams: int, n: int) -> None:
+        assert self._transport is not None
+        pieces = _stream_pieces(n)
+        self._transport.write(_SSE_HEAD + pieces[0])
+        self._busy = True
+        waiting = _GATES.setdefault(gate, [])
+        waiting.append((self, n))
+        if len(waiting) >= streams:
+            del _GATES[gate]
+            for conn, count in waiting:
+                conn._release(count)
+
+    def _release(self, n: int) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.write(b"".join(_stream_pieces(n)[1:]))
+        self._busy = False
+        self._next()
 
     async def _paced(self, n: int) -> None:
         # A blocking sleep: asyncio's timers are only ~1 ms precise. It stalls this server's
@@ -136,8 +165,10 @@ class _Http(asyncio.Protocol):
 
 
 async def _main() -> None:
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # the scale runs: 10,000 sockets
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(_Http, "127.0.0.1", 0, backlog=1024)
+    server = await loop.create_server(_Http, "127.0.0.1", 0, backlog=8192)
     port = server.sockets[0].getsockname()[1]
     print(port, flush=True)
     async with server:

@@ -1,10 +1,12 @@
 """Run every benchmark and print the README's table: chatlib beside raw HTTP and ``openai``.
 
 Each ``bench_*.py`` runs in its own process (``--json``); this script gathers the figures
-into one markdown table, with the machine it ran on. ``--details`` also prints each
-benchmark's own, fuller table; ``--quick`` runs fewer rounds (a smoke test, noisier).
+into one markdown table, with the machine it ran on, and draws them as a chart
+(``docs/performance.png``, when matplotlib is installed: ``pip install -e '.[bench]'``).
+``--details`` also prints each benchmark's own, fuller table; ``--quick`` runs fewer rounds
+and smaller scale runs (a smoke test, noisier); ``--json FILE`` keeps every figure.
 
-    python benchmarks/run_all.py [--details] [--quick]
+    python benchmarks/run_all.py [--details] [--quick] [--json FILE] [--chart FILE|-]
 """
 
 from __future__ import annotations
@@ -23,13 +25,15 @@ _QUICK = {
     "bench_stream.py": ["--rounds", "2", "--chunks", "500", "--paced", "100"],
     "bench_create.py": ["--rounds", "2", "--calls", "30", "--batches", "1"],
     "bench_parse.py": ["--repeat", "3"],
+    "bench_ttfc.py": ["--rounds", "2", "--streams", "3", "--burst", "5000"],
+    "bench_scale.py": ["--rounds", "1", "--streams", "1000", "--threads", "200"],
 }
 
 
 def _run(script: str, quick: bool) -> dict[str, Any]:
     args = [sys.executable, str(HERE / script), "--json", *(_QUICK[script] if quick else [])]
     started = time.perf_counter()
-    out = subprocess.run(args, capture_output=True, text=True, check=False)
+    out = subprocess.run(args, capture_output=True, text=True, check=False, timeout=3600)
     if out.returncode != 0:
         sys.stderr.write(out.stderr)
         raise SystemExit(f"{script} failed with exit code {out.returncode}")
@@ -50,9 +54,18 @@ def _value(row: dict[str, Any] | None, key: str) -> float | None:
     return None if row is None else row[key]
 
 
+Figure = tuple[str, "float | None", "float | None", "float | None"]
+
+
 def summary(results: dict[str, dict[str, Any]]) -> str:
     """One markdown table: what | raw floor | chatlib | openai | chatlib÷raw | openai÷chatlib."""
+    return figures(results)[0]
+
+
+def figures(results: dict[str, dict[str, Any]]) -> tuple[str, list[Figure]]:
+    """The markdown table, and its figures as (what, raw, chatlib, openai)."""
     lines: list[list[str]] = []
+    values: list[Figure] = []
 
     def add(
         what: str,
@@ -62,6 +75,7 @@ def summary(results: dict[str, dict[str, Any]]) -> str:
         digits: int = 1,
         unit: str = "",
     ) -> None:
+        values.append((what, raw, ours, peer))
         lines.append(
             [
                 what,
@@ -173,6 +187,53 @@ def summary(results: dict[str, dict[str, Any]]) -> str:
         digits=0,
     )
 
+    trows = results["ttfc"]["rows"]
+    for shape in ("short", "burst"):
+        for family, names in (("sync", sync3), ("async", async3)):
+            raw_row = _pick(trows, shape=shape, name=names[0])
+            if raw_row is None:
+                continue
+            add(
+                f"time to first chunk, {family}, {raw_row['chunks']:,}-chunk "
+                f"{'stream' if shape == 'short' else 'burst'}, µs",
+                *(_value(_pick(trows, shape=shape, name=n), "ttfc_us") for n in names),
+                digits=0,
+            )
+
+    scale = results["scale"]["rows"]
+
+    def sc(scenario: str, name: str, key: str) -> float | None:
+        return _value(_pick(scale, scenario=scenario, name=name), key)
+
+    def scaled(value: float | None, factor: float) -> float | None:
+        return None if value is None else value * factor
+
+    conc = _pick(scale, scenario="concurrent", name="raw aiohttp")
+    if conc is not None:
+        add(
+            f"{conc['streams']} concurrent async streams x 200 chunks, wall ms",
+            *(scaled(sc("concurrent", n, "wall_s"), 1e3) for n in async3),
+            digits=0,
+        )
+    big = _pick(scale, scenario="async10k", name="raw aiohttp")
+    if big is not None:
+        add(
+            f"{big['streams']:,} concurrent async streams, RSS per open stream, KiB",
+            *(scaled(sc("async10k", n, "rss_per_open_stream"), 1 / 1024) for n in async3),
+        )
+        add(
+            f"{big['streams']:,} concurrent async streams, completed",
+            *(sc("async10k", n, "completed") for n in async3),
+            digits=0,
+        )
+    threads = _pick(scale, scenario="sync1k", name="raw requests")
+    if threads is not None:
+        add(
+            f"{threads['streams']:,} sync streams from threads, completed (pool sized)",
+            *(sc("sync1k", n, "completed") for n in sync3),
+            digits=0,
+        )
+
     header = [
         "measure (median)",
         "raw floor",
@@ -181,7 +242,7 @@ def summary(results: dict[str, dict[str, Any]]) -> str:
         "chatlib ÷ raw",
         "openai ÷ chatlib",
     ]
-    return markdown_table(header, lines)
+    return markdown_table(header, lines), values
 
 
 def machine_note(info: dict[str, Any]) -> str:
@@ -198,6 +259,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--details", action="store_true", help="also print each full table")
     parser.add_argument("--quick", action="store_true", help="fewer rounds: a smoke test")
+    parser.add_argument("--json", metavar="FILE", help="also write every figure to FILE")
+    parser.add_argument(
+        "--chart",
+        metavar="FILE",
+        default=str(HERE.parent / "docs" / "performance.png"),
+        help="where to draw the chart ('-': none); default docs/performance.png",
+    )
     args = parser.parse_args(argv)
     print("running benchmarks (each in its own process)...", file=sys.stderr)
     results = {
@@ -205,21 +273,40 @@ def main(argv: list[str] | None = None) -> int:
         "stream": _run("bench_stream.py", args.quick),
         "create": _run("bench_create.py", args.quick),
         "parse": _run("bench_parse.py", args.quick),
+        "ttfc": _run("bench_ttfc.py", args.quick),
+        "scale": _run("bench_scale.py", args.quick),
     }
-    print(summary(results))
+    table, values = figures(results)
+    note = machine_note(machine())
+    print(table)
     print()
-    print(machine_note(machine()))
+    print(note)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"results": results, "machine": machine()}, f)
+    if args.chart != "-":
+        try:
+            from _chart import draw
+        except ImportError:
+            print("(no chart: pip install -e '.[bench]' for matplotlib)", file=sys.stderr)
+        else:
+            draw(values, note, args.chart)
+            print(f"chart written to {args.chart}", file=sys.stderr)
     if args.details:
         import bench_create
         import bench_import
         import bench_parse
+        import bench_scale
         import bench_stream
+        import bench_ttfc
 
         for name, module in (
             ("import", bench_import),
             ("stream", bench_stream),
             ("create", bench_create),
             ("parse", bench_parse),
+            ("ttfc", bench_ttfc),
+            ("scale", bench_scale),
         ):
             print(f"\n### {name}\n")
             print(module.table(results[name]))

@@ -14,7 +14,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from chatlib._serde import ModelShapeError, converter
+from chatlib._model_base import EMPTY_EXTRA
+from chatlib._serde import ModelShapeError, structure_hook
 from chatlib.errors import APIResponseValidationError
 from chatlib.models import (
     ChatCompletionAudio,
@@ -149,13 +150,20 @@ class ChatCompletionAccumulator:
 
     def _add(self, chunk: CreateChatCompletionChunk) -> None:
         header = self._header
-        for name in ("id", "created", "model", "system_fingerprint", "service_tier"):
-            value = getattr(chunk, name)
-            if value:  # Azure's first chunk has empty id/model: keep the real ones
-                header[name] = value
+        # Azure's first chunk has empty id/model: keep the real ones.
+        if chunk.id:
+            header["id"] = chunk.id
+        if chunk.created:
+            header["created"] = chunk.created
+        if chunk.model:
+            header["model"] = chunk.model
+        if chunk.system_fingerprint:
+            header["system_fingerprint"] = chunk.system_fingerprint
+        if chunk.service_tier:
+            header["service_tier"] = chunk.service_tier
         if chunk.usage is not None:
             self._usage = chunk.usage
-        else:
+        elif chunk.extra is not EMPTY_EXTRA and chunk.extra:
             groq = chunk.extra.get("x_groq")
             if isinstance(groq, dict) and isinstance(groq.get("usage"), dict):
                 self._usage = ChatCompletionUsage.from_dict(groq["usage"])
@@ -200,9 +208,10 @@ class ChatCompletionAccumulator:
                     state.function_args.append(function_call.arguments)
             if delta.audio is not None:
                 _add_audio(state, delta.audio)
-            for key, value in delta.extra.items():
-                if isinstance(value, str):
-                    state.extra_text.setdefault(key, []).append(value)
+            if delta.extra is not EMPTY_EXTRA and delta.extra:
+                for key, value in delta.extra.items():
+                    if isinstance(value, str):
+                        state.extra_text.setdefault(key, []).append(value)
 
     def result(self) -> CreateChatCompletionResponse:
         """The completion assembled from the chunks added so far."""
@@ -269,12 +278,17 @@ def _check(chunk: CreateChatCompletionChunk) -> None:
     """Raise `ModelShapeError` for a value the merge needs that has the wrong type, before
     anything is merged: a chunk goes in whole or not at all."""
     for choice in chunk.choices:
-        _index(choice.index, "choices[].index")
+        index = choice.index
+        if index is not None and index.__class__ is not int:
+            _index(index, "choices[].index")
         delta = choice.delta
         if delta is None:
             continue
-        _text(delta.content, "delta.content")
-        _text(delta.refusal, "delta.refusal")
+        content = delta.content
+        if content is not None and content.__class__ is not str:
+            _text(content, "delta.content")
+        if delta.refusal is not None:
+            _text(delta.refusal, "delta.refusal")
         for fragment in delta.tool_calls or ():
             _index(fragment.index, "delta.tool_calls[].index")
             _text(fragment.id or None, "delta.tool_calls[].id")
@@ -297,7 +311,7 @@ def _check(chunk: CreateChatCompletionChunk) -> None:
             _text(audio.transcript, "delta.audio.transcript")
 
 
-_structure_chunk = converter.get_structure_hook(CreateChatCompletionChunk)
+_structure_chunk = structure_hook(CreateChatCompletionChunk)
 
 
 def _as_chunk(data: Any) -> CreateChatCompletionChunk:

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import sys
 import time
 from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
-from typing_extensions import Self, Unpack
+if sys.version_info >= (3, 11):  # typing has them: typing_extensions is not loaded
+    from typing import Self, Unpack
+else:  # pragma: no cover
+    from typing_extensions import Self, Unpack
 
 from chatlib._call import Call
 from chatlib._client import ClientBase
@@ -23,18 +27,9 @@ from chatlib._flow import Command, Deliver, Flow, GetCredential, ItemFlow, ReadB
 from chatlib._params import with_request_signature
 from chatlib._parse import BodyCollector
 from chatlib._stream import DRAIN_SECONDS, Drain, StreamBase
-from chatlib._tool_loop import (
-    CallModel,
-    Emit,
-    ToolInvocation,
-    ToolLoop,
-    ToolResult,
-    ToolRunDone,
-    ToolRunEvent,
-    ToolRunResult,
-)
 from chatlib._transports.aiohttp import AiohttpTransport, ClientSession
 from chatlib._transports.base import AsyncResponse, AsyncTransport
+from chatlib._transports.base import aread_whole as read_whole
 from chatlib.errors import APIConnectionError, APIError, BodyTooLargeError
 from chatlib.models import (
     ChatCompletionParams,
@@ -44,8 +39,16 @@ from chatlib.models import (
 )
 
 if TYPE_CHECKING:
+    # Tools load on first use (`run_tools`): a plain create() never needs them.
     from chatlib._events import ChatCompletionStreamEvent  # loaded when `events()` first runs
     from chatlib._stored_async import AsyncStoredCompletions
+    from chatlib._tool_loop import (
+        ToolInvocation,
+        ToolLoop,
+        ToolResult,
+        ToolRunEvent,
+        ToolRunResult,
+    )
     from chatlib.notebook import DisplayHandle
 
 __all__ = ["AsyncChat", "AsyncChatStream"]
@@ -59,6 +62,9 @@ _T = TypeVar("_T")
 async def _read_body(response: AsyncResponse, limit: int) -> bytes | APIError:
     collector = BodyCollector(limit)
     try:
+        body = await read_whole(response, limit)
+        if body is not None:
+            return body
         async for piece in response.aiter_bytes():
             collector.feed(piece)
     except (APIConnectionError, BodyTooLargeError) as exc:
@@ -164,11 +170,12 @@ class AsyncChatStream(StreamBase[AsyncResponse], AsyncIterator[CreateChatComplet
         return self
 
     async def __anext__(self) -> CreateChatCompletionChunk:
-        await self._start()
+        if self._response is None:
+            await self._start()
         state = self._state
         if state is None or self._body is None or self._closed:
             raise StopAsyncIteration  # chunks parsed but not handed out before aclose() are dropped
-        while not state.pending:
+        while not state.ready():
             if state.finished or self._closed:
                 await self.aclose()
                 state.check()
@@ -197,10 +204,10 @@ class AsyncChatStream(StreamBase[AsyncResponse], AsyncIterator[CreateChatComplet
         state = self._state
         if state is None:
             return  # closed before it started
-        state.start_events()
+        queue = state.start_events()
         while True:
-            while state.event_queue:
-                yield state.event_queue.popleft()
+            while queue:
+                yield queue.popleft()
             if await anext(self, None) is None:
                 return
 
@@ -251,7 +258,7 @@ class AsyncChatStream(StreamBase[AsyncResponse], AsyncIterator[CreateChatComplet
             return
         try:
             if self._ended_cleanly():
-                await asyncio.wait_for(_drain(self._body), DRAIN_SECONDS)
+                await _drain_within(self._body, DRAIN_SECONDS)
         except (APIError, asyncio.TimeoutError):
             pass  # the connection is closed instead of reused
         finally:
@@ -272,6 +279,14 @@ class AsyncChatStream(StreamBase[AsyncResponse], AsyncIterator[CreateChatComplet
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+
+async def _drain_within(body: AsyncIterator[bytes], seconds: float) -> None:
+    if sys.version_info >= (3, 11):  # a deadline on this task, not a task of its own
+        async with asyncio.timeout(seconds):
+            await _drain(body)
+    else:  # pragma: no cover
+        await asyncio.wait_for(_drain(body), seconds)
 
 
 async def _drain(body: AsyncIterator[bytes]) -> None:
@@ -424,6 +439,8 @@ class AsyncChat(ClientBase[AsyncTransport]):
         """Let the model call your functions until it answers (`await` it); see
         `SyncChat.run_tools`, and the error it raises. The calls of one turn run at once:
         async tools are awaited, sync ones run in worker threads."""
+        from chatlib._tool_loop import ToolRunDone
+
         loop = self._tool_loop(params, tools, max_rounds, timeout, stream=False)
         async for event in self._tool_events(loop):
             if isinstance(event, ToolRunDone):
@@ -446,6 +463,8 @@ class AsyncChat(ClientBase[AsyncTransport]):
 
     async def _tool_events(self, loop: ToolLoop) -> AsyncIterator[ToolRunEvent]:
         """Drive a core tool loop (`_tool_loop.py`) with asyncio I/O, handing out its events."""
+        from chatlib._tool_loop import CallModel, Emit
+
         outcome: Any = None
         try:
             while True:

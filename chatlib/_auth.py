@@ -10,7 +10,6 @@ into a `CredentialError` naming the provider.
 from __future__ import annotations
 
 import inspect
-import pickle
 import sys
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Union
@@ -102,6 +101,8 @@ class KeyProvider:
             return hash((self.setting, id(self.function)))
 
     def __reduce__(self) -> tuple[Any, ...]:
+        import pickle  # only when a client is pickled
+
         try:
             pickle.dumps(self.function)
         except Exception:
@@ -120,6 +121,8 @@ class KeyProvider:
 
 
 def _from_cloudpickle(blob: bytes, setting: str) -> KeyProvider:
+    import pickle
+
     return KeyProvider(pickle.loads(blob), setting)
 
 

@@ -5,7 +5,12 @@
 
 from __future__ import annotations
 
-from typing_extensions import Unpack
+import sys
+
+if sys.version_info >= (3, 11):  # typing has them: typing_extensions is not loaded
+    from typing import Unpack
+else:  # pragma: no cover
+    from typing_extensions import Unpack
 
 from chatlib._sync import SyncChat
 from chatlib._transports.base import SyncTransport

@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 
@@ -24,10 +24,12 @@ from chatlib._parse import ChunkParser, parse_completion
 from chatlib._request import HttpRequest, build_request
 from chatlib._retry import RetryPolicy
 from chatlib._stream import StreamState
-from chatlib._structured import OutputPlan, prepare_outputs
 from chatlib._validate import check_param_names
 from chatlib.errors import InvalidArgumentError
 from chatlib.models import ChatMessage, CreateChatCompletionRequest, CreateChatCompletionResponse
+
+if TYPE_CHECKING:  # typed answers load on first use: a plain create() never needs them
+    from chatlib._structured import OutputPlan
 
 __all__ = ["Call", "plan_call", "plan_request"]
 
@@ -117,7 +119,7 @@ class Call:
         self, response_headers: Mapping[str, str], clock: Callable[[], float]
     ) -> StreamState:
         """The state of the stream this call opened."""
-        headers = Headers(response_headers)
+        headers = Headers.of_response(response_headers)
         parser = ChunkParser(
             request_id=request_id_of(headers),
             max_line_bytes=self.config.max_line_bytes,
@@ -187,6 +189,8 @@ def plan_call(
         if stream is not None and not force_stream:
             request = request.replace(stream=stream)
         if parse or request.response_format is not None or request.tools is not None:
+            from chatlib._structured import prepare_outputs
+
             response_format, tools, outputs = prepare_outputs(
                 request.response_format, request.tools, parse=parse
             )
@@ -212,6 +216,8 @@ def plan_call(
         if stream is not None and not force_stream:
             params["stream"] = stream
         if parse or "response_format" in params or "tools" in params:
+            from chatlib._structured import prepare_outputs
+
             response_format, tools, outputs = prepare_outputs(
                 params.get("response_format"), params.get("tools"), parse=parse
             )

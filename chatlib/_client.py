@@ -4,11 +4,15 @@ and its way of waiting."""
 
 from __future__ import annotations
 
-import uuid
+import os
+import sys
 from collections.abc import Callable
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
-from typing_extensions import Self, Unpack
+if sys.version_info >= (3, 11):  # typing has them: typing_extensions is not loaded
+    from typing import Self, Unpack
+else:  # pragma: no cover
+    from typing_extensions import Self, Unpack
 
 from chatlib import _log
 from chatlib._auth import KeyProvider, check_provider
@@ -22,8 +26,10 @@ from chatlib._config import (
 )
 from chatlib._endpoint import OPENAI, Endpoint
 from chatlib._params import document_settings, spell_out_settings
-from chatlib._tool_loop import ToolLoop, prepare_tool_run, tool_loop
 from chatlib.models import CreateChatCompletionRequest
+
+if TYPE_CHECKING:
+    from chatlib._tool_loop import ToolLoop
 
 __all__ = ["ClientBase"]
 
@@ -111,7 +117,7 @@ class ClientBase(Generic[_Transport]):
             stream=stream,
             force_stream=force_stream,
             timeout=timeout,
-            idempotency_key=f"chatlib-{uuid.uuid4()}",
+            idempotency_key="chatlib-" + os.urandom(16).hex(),  # 128 random bits
             parse=parse,
             endpoint=self._endpoint,
         )
@@ -127,6 +133,8 @@ class ClientBase(Generic[_Transport]):
     ) -> ToolLoop:
         """The core tool loop for `run_tools`/`run_tools_stream`, its arguments checked and
         its first call planned now, so that bad arguments raise before anything is sent."""
+        from chatlib._tool_loop import prepare_tool_run, tool_loop  # tools load on first use
+
         setup = prepare_tool_run(params, tools, max_rounds=max_rounds, allow_async=self._awaits)
 
         def plan(messages: list[Any]) -> Call:

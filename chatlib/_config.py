@@ -7,13 +7,17 @@ only its function's name.
 
 from __future__ import annotations
 
-import difflib
 import os
+import sys
 from collections.abc import Iterable, Mapping
 from typing import Any, Union, cast
 
 import attrs
-from typing_extensions import TypedDict, Unpack
+
+if sys.version_info >= (3, 11):  # typing has them: typing_extensions is not loaded
+    from typing import TypedDict, Unpack
+else:  # pragma: no cover
+    from typing_extensions import TypedDict, Unpack
 
 from chatlib._auth import KeyFunction, KeyProvider, LostProvider, check_provider
 from chatlib._checks import check_header_value, check_headers
@@ -169,6 +173,8 @@ def check_setting_names(names: Iterable[str], where: str) -> None:
     """Raise `TypeError` for a keyword that is not a setting, suggesting the closest one."""
     for name in names:
         if name not in ClientSettings.__annotations__:
+            import difflib  # an error path only
+
             close = difflib.get_close_matches(name, SETTING_NAMES, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise TypeError(f"{where} got an unexpected keyword argument {name!r}{hint}")

@@ -19,6 +19,7 @@ import ipaddress
 import os
 import threading
 import urllib.request
+from typing import Any
 from urllib.parse import urlsplit
 
 from chatlib._headers import origin_of
@@ -62,22 +63,35 @@ def environment_proxy(url: str) -> str | None:
     return proxies.get(parts.scheme.lower()) or proxies.get("all") or None
 
 
+_MAX_URLS = 256
+_UNSET: Any = object()
+
+
 class ProxyTable:
     """The environment's proxy per server, read on the first request to each origin."""
 
     def __init__(self, *, from_environment: bool) -> None:
         self._from_environment = from_environment
         self._by_origin: dict[str, str | None] = {}
+        # The answer per URL as well: a client sends to the same few URLs, and a lookup of
+        # the whole string saves splitting it on every request (bounded: cleared when full).
+        self._by_url: dict[str, str | None] = {}
         self._lock = threading.Lock()
 
     def proxy_for(self, url: str) -> str | None:
         """The proxy to send a request for `url` through, if any."""
+        by_url = self._by_url
+        found: str | None = by_url.get(url, _UNSET)  # one lookup: another thread may clear it
+        if found is not _UNSET:
+            return found
         origin = origin_of(url)
         try:
-            return self._by_origin[origin]
+            proxy = self._by_origin[origin]
         except KeyError:
-            pass
-        proxy = environment_proxy(url) if self._from_environment else None
-        with self._lock:
-            self._by_origin[origin] = proxy
+            proxy = environment_proxy(url) if self._from_environment else None
+            with self._lock:
+                self._by_origin[origin] = proxy
+        if len(by_url) >= _MAX_URLS:
+            by_url.clear()
+        by_url[url] = proxy
         return proxy

@@ -53,7 +53,7 @@ ERROR_BODY_LIMIT = 1024 * 1024  # the most of an error body kept for the excepti
 # ---------------------------------------------------------------- commands
 
 
-@attrs.frozen
+@attrs.define
 class Send:
     """Send `request`; answer with the transport's response, or the `APIConnectionError` it
     raised."""
@@ -62,7 +62,7 @@ class Send:
     attempt: int
 
 
-@attrs.frozen
+@attrs.define
 class ReadBody:
     """Read `response`'s whole body (at most `limit` bytes) and close it; answer with the
     bytes, or the `APIError` raised while reading."""
@@ -71,7 +71,7 @@ class ReadBody:
     limit: int
 
 
-@attrs.frozen
+@attrs.define
 class Sleep:
     """Wait `seconds`; answer with `None`."""
 
@@ -148,21 +148,21 @@ def keep_open(open_stream: Callable[[Any], _T]) -> Finish[_T]:
 # ---------------------------------------------------------------- one attempt
 
 
-@attrs.frozen
+@attrs.define
 class _Done(Generic[_T]):
     value: _T
     status: int
     headers: Mapping[str, str]
 
 
-@attrs.frozen
+@attrs.define
 class _Failed:
     error: APIError
     status: int | None
     headers: Mapping[str, str]
 
 
-@attrs.frozen
+@attrs.define
 class _Redirected:
     location: str
     status: int

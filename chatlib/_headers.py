@@ -60,15 +60,37 @@ class Headers(Mapping[str, str]):
     credential-like headers (cookies, tokens...) as `'<redacted>'`.
     """
 
-    __slots__ = ("_items",)
+    __slots__ = ("_pairs", "_table")
 
     def __init__(self, headers: Mapping[str, str] | Iterable[tuple[str, str]] = ()) -> None:
-        items: dict[str, str] = {}
-        pairs = headers.items() if isinstance(headers, Mapping) else headers
-        for name, value in pairs:
-            key = name.lower()
-            items[key] = f"{items[key]}, {value}" if key in items else value
-        self._items = items
+        self._table: dict[str, str] | None = None
+        self._pairs: Any = headers
+        self._items  # noqa: B018 - read now: the caller may change its mapping afterwards
+
+    @classmethod
+    def of_response(cls, headers: Mapping[str, str]) -> Headers:
+        """The headers of a response as its transport gave them (a mapping nobody changes):
+        read into a table only when first looked at, which most calls never do."""
+        if isinstance(headers, Headers):
+            return headers
+        lazy = object.__new__(cls)
+        lazy._table = None
+        lazy._pairs = headers
+        return lazy
+
+    @property
+    def _items(self) -> dict[str, str]:
+        table = self._table
+        if table is None:
+            table = {}
+            source = self._pairs
+            pairs = source.items() if isinstance(source, Mapping) else source
+            for name, value in pairs:
+                key = name.lower()
+                table[key] = f"{table[key]}, {value}" if key in table else value
+            self._table = table
+            self._pairs = ()
+        return table
 
     def __getitem__(self, name: str) -> str:
         return self._items[name.lower()]

@@ -11,11 +11,17 @@ from __future__ import annotations
 import copy
 import enum
 import functools
+import operator
+import sys
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, ClassVar, TypeVar
 
 import attrs
-from typing_extensions import dataclass_transform
+
+if sys.version_info >= (3, 11):  # typing has them: typing_extensions is not loaded
+    from typing import dataclass_transform
+else:  # pragma: no cover
+    from typing_extensions import dataclass_transform
 
 from chatlib._display import RichDisplay
 from chatlib._headers import redact
@@ -177,6 +183,16 @@ class Model(RichDisplay):
         shown = [f"{name}={value!r}" for name, value in model_fields_shown(self)]
         return f"{type(self).__name__}({', '.join(shown)})"
 
+    def __eq__(self, other: object) -> bool:
+        # attrs' own `eq=True`, written once here instead of compiled for every class: the
+        # same class, and equal tuples of the compared fields (client-side ones excluded).
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        compared = _compared(self.__class__)
+        return compared(self) == compared(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
     _repr_pretty_ = RichDisplay._repr_pretty_  # beside `__repr__`, for IPython (see there)
 
 
@@ -200,6 +216,29 @@ def model_fields_shown(obj: Model) -> list[tuple[str, Any]]:
     if obj.extra:
         shown.append(("extra", dict(obj.extra)))
     return shown
+
+
+_COMPARED: dict[type, Callable[[Any], tuple[Any, ...]]] = {}
+
+
+def _compared(cls: type[Model]) -> Callable[[Any], tuple[Any, ...]]:
+    """The tuple of `cls`'s compared fields (`eq=True`) of an instance, read at once."""
+    getter = _COMPARED.get(cls)
+    if getter is None:
+        names = [f.name for f in cls.__attrs_attrs__ if f.eq]
+        many = operator.attrgetter(*names) if names else None
+        if many is None:
+            getter = _no_fields
+        elif len(names) == 1:
+            getter = lambda obj, one=many: (one(obj),)  # noqa: E731
+        else:
+            getter = many
+        _COMPARED[cls] = getter
+    return getter
+
+
+def _no_fields(obj: Any) -> tuple[Any, ...]:
+    return ()
 
 
 def _track_fields_set(cls: type[Any]) -> None:
@@ -228,6 +267,8 @@ def model(cls: type[_T]) -> type[_T]:
     cls._fields_set = attrs.field(  # type: ignore[attr-defined]
         default=frozenset(), init=False, eq=False, repr=False
     )
-    built = attrs.define(cls, slots=True, kw_only=True, repr=False, eq=True, weakref_slot=False)
+    # eq=False: `Model.__eq__` compares the same fields attrs' `eq=True` would, without a
+    # method compiled per class (import time).
+    built = attrs.define(cls, slots=True, kw_only=True, repr=False, eq=False, weakref_slot=False)
     _track_fields_set(built)
     return built

@@ -8,14 +8,14 @@ a body or mid-stream) raises the error it describes.
 from __future__ import annotations
 
 import json
-from collections import deque
+import re
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from chatlib._accumulate import ChatCompletionAccumulator
 from chatlib._headers import Headers, request_id_of
 from chatlib._model_base import Model
-from chatlib._serde import ModelShapeError, converter
+from chatlib._serde import ModelShapeError, structure_hook
 from chatlib.errors import (
     APIResponseValidationError,
     BodyTooLargeError,
@@ -31,7 +31,23 @@ __all__ = ["BodyCollector", "ChunkParser", "fold_chunk", "json_parser", "parse_c
 _M = TypeVar("_M", bound=Model)
 
 
-_structure_chunk = converter.get_structure_hook(CreateChatCompletionChunk)
+_structure_chunk = structure_hook(CreateChatCompletionChunk)
+_NOT_SPACE = re.compile(rb"[^ \t\n\r\x0b\x0c]")  # what `bytes.lstrip()` does not strip
+# The C scanner `json.loads` ends in (typeshed does not declare the attribute).
+_scan_json: Callable[[str, int], tuple[Any, int]] = cast(Any, json.JSONDecoder()).scan_once
+
+
+def _loads(text: str) -> Any:
+    """`json.loads(text)`, minus its wrappers for the common case: a JSON value that starts
+    at the first character and ends at the last (anything else takes `json.loads` itself,
+    whose error, or value, it is)."""
+    try:
+        value, end = _scan_json(text, 0)
+    except StopIteration:
+        return json.loads(text)
+    if end != len(text):
+        return json.loads(text)
+    return value
 
 
 def _clip(text: str, limit: int = 200) -> str:
@@ -49,12 +65,12 @@ def json_parser(cls: type[_M], what: str) -> Callable[[int, Mapping[str, str], b
     """A parser of 2xx JSON bodies into `cls` (called `what` in errors): malformed bodies
     raise with the raw body kept, and a completion keeps the response's headers (`.headers`,
     `.request_id`, `.rate_limits`)."""
-    structure = converter.get_structure_hook(cls)
+    structure = structure_hook(cls)
 
     def parse(status: int, headers: Mapping[str, str], raw: bytes) -> _M:
         result: _M = _parse_object(status, headers, raw, structure, what)
         if isinstance(result, CreateChatCompletionResponse):
-            result._headers = Headers(headers)
+            result._headers = Headers.of_response(headers)
         return result
 
     return parse
@@ -72,27 +88,27 @@ def _parse_object(
     structure: Callable[[Any, Any], Any],
     what: str,
 ) -> Any:
-    request_id = request_id_of(headers)
     try:
-        data = json.loads(raw)
+        # A UTF-8 object (every server's answer) needs no encoding detected.
+        data = _loads(raw.decode("utf-8")) if raw[:1] == b"{" else json.loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise APIResponseValidationError(
             f"the server's answer is not valid JSON ({exc}); raw body kept in .raw_body",
             status_code=status,
             raw_body=raw,
-            request_id=request_id,
+            request_id=request_id_of(headers),
         ) from None
-    if not isinstance(data, dict):
+    if data.__class__ is not dict:
         raise APIResponseValidationError(
             f"expected a JSON object, got {type(data).__name__}",
             status_code=status,
             raw_body=raw,
             body=data,
-            request_id=request_id,
+            request_id=request_id_of(headers),
         )
-    if _is_error_object(data):
+    if "choices" not in data and _is_error_object(data):
         raise error_from_stream_payload(
-            data, raw, request_id=request_id, where="error body with status 200"
+            data, raw, request_id=request_id_of(headers), where="error body with status 200"
         )
     try:
         return structure(data, None)
@@ -102,7 +118,7 @@ def _parse_object(
             status_code=status,
             raw_body=raw,
             body=data,
-            request_id=request_id,
+            request_id=request_id_of(headers),
         ) from None
 
 
@@ -139,7 +155,24 @@ class ChunkParser:
     without `[DONE]`. A JSON body where a stream was expected (an error answered with 200)
     is recognised and reported too. Chunks are not merged here: a stream merges the chunks
     it hands out (`fold_chunk`), so what it shows as accumulated is what the user saw.
+
+    Incremental: `push` stores bytes and `next_chunk` parses just the next event, so the
+    first chunk of a large read is handed out before the rest of the read is parsed, and a
+    failure further on is raised only once the chunks before it were taken. `feed` and
+    `finish` do the same for a whole read at once.
     """
+
+    __slots__ = (
+        "_decoder",
+        "_ended",
+        "_events_seen",
+        "_json_body",
+        "_max_line_bytes",
+        "_request_id",
+        "_require_done",
+        "_started",
+        "done",
+    )
 
     def __init__(
         self,
@@ -154,6 +187,7 @@ class ChunkParser:
         self._json_body: bytearray | None = None
         self._max_line_bytes = max_line_bytes
         self._started = False
+        self._ended = False
         self._events_seen = 0
         self.done = False
 
@@ -164,21 +198,33 @@ class ChunkParser:
 
     def feed(self, data: bytes) -> list[CreateChatCompletionChunk]:
         """Chunks completed by `data` (none once `[DONE]` was seen)."""
-        out: deque[CreateChatCompletionChunk] = deque()
-        self.feed_into(data, out)
-        return list(out)
+        self.push(data)
+        return self._drain()
 
-    def feed_into(self, data: bytes, out: deque[CreateChatCompletionChunk]) -> None:
-        """Like `feed`, appending each chunk to `out` as it is made, so the chunks
-        that came before a failure in the same `data` are in `out` when it raises."""
+    def finish(self) -> list[CreateChatCompletionChunk]:
+        """The body ended: report what that means. Returns any last chunks."""
+        self.end()
+        return self._drain()
+
+    def _drain(self) -> list[CreateChatCompletionChunk]:
+        out: list[CreateChatCompletionChunk] = []
+        while True:
+            chunk = self.next_chunk()
+            if chunk is None:
+                return out
+            out.append(chunk)
+
+    def push(self, data: bytes) -> None:
+        """Store the next bytes of the body (ignored once `[DONE]` was seen); `next_chunk`
+        parses them. Push again only once `next_chunk` returned `None`."""
         if self.done or not data:
             return
         if not self._started:
-            stripped = data.lstrip()
-            if not stripped:
+            first = _NOT_SPACE.search(data)  # the first byte that is not whitespace, no copy
+            if first is None:
                 return
             self._started = True
-            if stripped[:1] in (b"{", b"[", b"<"):  # a JSON body or an HTML page, not SSE
+            if first.group() in (b"{", b"[", b"<"):  # a JSON body or an HTML page, not SSE
                 self._json_body = bytearray()
         if self._json_body is not None:
             self._json_body += data
@@ -188,15 +234,33 @@ class ChunkParser:
                     raw_body=bytes(self._json_body[:1024]),
                 )
             return
-        for event in self._decoder.feed(data):
-            chunk = self._on_event(event.event, event.data)
-            if chunk is not None:
-                out.append(chunk)
-            if self.done:
-                break
+        self._decoder.push(data)
+
+    def end(self) -> None:
+        """The body ended: the next `next_chunk` that finds no more events says what that
+        means (a stream cut short raises)."""
+        self._ended = True
+
+    def next_chunk(self) -> CreateChatCompletionChunk | None:
+        """The next chunk of the bytes pushed so far, or `None`: more bytes are needed, or
+        the stream is over (`done`). Raises for a broken stream, and, after `end`, for one
+        that ended too early."""
+        next_fields = self._decoder.next_fields
+        while not self.done:
+            if self._json_body is None:
+                fields = next_fields()
+                if fields is not None:
+                    self._events_seen += 1
+                    chunk = self._on_event(fields[1], fields[0])
+                    if chunk is not None:
+                        return chunk
+                    continue
+            if self._ended:
+                self._on_end()
+            return None
+        return None
 
     def _on_event(self, kind: str, data: str) -> CreateChatCompletionChunk | None:
-        self._events_seen += 1
         if data == "[DONE]":
             self.done = True
             return None
@@ -204,7 +268,7 @@ class ChunkParser:
             # Keep-alives, vendor events (`event: ping`) and a bare `data:` are not chunks.
             return None
         try:
-            payload = json.loads(data)
+            payload = _loads(data)
         except (ValueError, RecursionError) as exc:
             raw = data.encode("utf-8")
             if kind == "error":
@@ -214,16 +278,20 @@ class ChunkParser:
                 raw_body=raw,
                 request_id=self._request_id,
             ) from None
-        if kind == "error" or (isinstance(payload, dict) and _is_error_object(payload)):
-            raw = data.encode("utf-8")
-            raise error_from_stream_payload(payload, raw, request_id=self._request_id)
-        if not isinstance(payload, dict):
+        if payload.__class__ is not dict:
+            if kind == "error":
+                raise error_from_stream_payload(
+                    payload, data.encode("utf-8"), request_id=self._request_id
+                )
             raise APIResponseValidationError(
                 f"a stream frame is not a JSON object: {_clip(data)!r}",
                 raw_body=data.encode("utf-8"),
                 body=payload,
                 request_id=self._request_id,
             )
+        if kind == "error" or ("choices" not in payload and _is_error_object(payload)):
+            raw = data.encode("utf-8")
+            raise error_from_stream_payload(payload, raw, request_id=self._request_id)
         try:
             chunk: CreateChatCompletionChunk = _structure_chunk(payload, None)
         except (ModelShapeError, TypeError, ValueError, AttributeError) as exc:
@@ -235,10 +303,8 @@ class ChunkParser:
             ) from None
         return chunk
 
-    def finish(self) -> list[CreateChatCompletionChunk]:
-        """The body ended: report what that means. Returns any last chunks."""
-        if self.done:
-            return []
+    def _on_end(self) -> None:
+        """The body ended and every event in it was parsed: finished, or raise why not."""
         if self._json_body is not None:
             raw = bytes(self._json_body)
             if raw.lstrip()[:1] == b"<":
@@ -262,15 +328,14 @@ class ChunkParser:
                 body=payload,
                 request_id=self._request_id,
             )
-        chunks: list[CreateChatCompletionChunk] = []
         pending = self._decoder.pending_event()
         if pending is not None and pending.data == "[DONE]":
             self.done = True  # "data: [DONE]" with no blank line after it: finished all the same
-            return chunks
+            return
         self._decoder.flush()
         if not self._require_done:
             self.done = True
-            return chunks
+            return
         if not self._started or self._events_seen == 0:
             raise IncompleteStreamError(
                 "the server ended the stream without sending any event (llama.cpp does this "

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import platform
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
@@ -102,7 +102,41 @@ _request_fields = make_unstructurer(
     raw=frozenset({"messages", "extra_body", "extra_headers", "extra_query"}),
 )
 # What `json.dumps(body, separators=..., ...)` builds on every call, built once.
-_encode_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def _c_encoder() -> Callable[[Any], str] | None:
+    """The C encoder `_JSON.encode` makes anew for each call, made once: without its
+    circular-reference markers (a container that holds itself raises `RecursionError`),
+    and only where it gives the same text as `_JSON.encode` (CPython)."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:
+        return None
+    try:
+        iterencode = make(
+            None,
+            _JSON.default,
+            json.encoder.encode_basestring,
+            None,
+            _JSON.key_separator,
+            _JSON.item_separator,
+            False,
+            False,
+            False,
+        )
+
+        def encode(value: Any) -> str:
+            return "".join(iterencode(value, 0))
+
+        probe = {"a": [1, 2.5, None, True, 'é\n"', {"b": -0.0}], "c": 10**20}
+        if encode(probe) != _JSON.encode(probe):
+            return None
+    except Exception:  # any other interpreter's encoder: the standard one
+        return None
+    return encode
+
+
+_encode_json: Callable[[Any], str] = _c_encoder() or _JSON.encode
 
 
 def _unencodable_field(request: CreateChatCompletionRequest, body: Mapping[str, Any]) -> str:
@@ -177,6 +211,11 @@ def encoded_body(request: CreateChatCompletionRequest, *, stream: bool) -> str:
     except (TypeError, ValueError) as exc:
         field = _unencodable_field(request, body)
         raise InvalidArgumentError(field, f"cannot be sent as JSON: {exc}") from None
+    except RecursionError:
+        field = _unencodable_field(request, body)
+        raise InvalidArgumentError(
+            field, "cannot be sent as JSON: nested too deeply (does it contain itself?)"
+        ) from None
     return payload
 
 

@@ -1,9 +1,10 @@
-"""The one cattrs converter: JSON-shaped data <-> chatlib models.
+"""JSON-shaped data <-> chatlib models.
 
 Structuring (parsing server output, the hot path) uses a function compiled once per model
-class: primitive fields are taken as they come (servers are loose with types: `code` may be
-an int, `bytes` may be null), nested models, lists of models, open enums and `type`-tagged
-unions are converted; unknown keys land in `extra`; which keys were present is remembered.
+class (`structure_hook`): primitive fields are taken as they come (servers are loose with
+types: `code` may be an int, `bytes` may be null), nested models, lists of models, open
+enums and `type`-tagged unions are converted; unknown keys land in `extra`; which keys were
+present is remembered.
 Unstructuring emits the fields that were set plus `extra`, recursively. Client-side fields
 (`local_field()`) are neither read from the JSON nor written to it.
 """
@@ -18,18 +19,15 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar, Union, get_args, get_origin
 
 import attrs
-import cattrs
 
 from chatlib._model_base import EMPTY_EXTRA, MODEL_TAIL, Model, OpenEnum, is_local
 
-__all__ = ["converter", "structure", "unstructure"]
+__all__ = ["structure", "structure_hook", "unstructure"]  # and `converter`, made on first use
 
 _T = TypeVar("_T")
 
 
 _PRIMITIVES = (str, int, float, bool, type(None))
-
-converter = cattrs.Converter()
 
 
 class ModelShapeError(TypeError):
@@ -76,7 +74,18 @@ def _plan(tp: Any) -> Callable[[Any], Any] | None:
 
 
 def _hook(cls: type[Model]) -> Callable[[Any], Any]:
-    hook: Callable[..., Any] = converter.get_structure_hook(cls)
+    return structure_hook(cls)
+
+
+_HOOKS: dict[type, Callable[..., Any]] = {}
+
+
+def structure_hook(cls: type[Any]) -> Callable[..., Any]:
+    """The structuring function of model class `cls`, compiled on first use:
+    `hook(data, None)` parses JSON-shaped `data` (or raises `ModelShapeError`)."""
+    hook = _HOOKS.get(cls)
+    if hook is None:
+        hook = _HOOKS[cls] = _make_structure_fn(cls)
     return hook
 
 
@@ -141,6 +150,10 @@ def _field_types(cls: type[Model], fields: list[attrs.Attribute[Any]]) -> dict[s
     return {f.name: eval(f.type, namespace) if isinstance(f.type, str) else f.type for f in fields}
 
 
+# The most key sets remembered per class (each shared by every object parsed with those keys).
+_MAX_SHAPES = 64
+
+
 def _make_structure_fn(cls: type[Model]) -> Callable[..., Any]:
     fields = [f for f in attrs.fields(cls) if f.name not in MODEL_TAIL and not is_local(f)]
     local = [f.name for f in attrs.fields(cls) if is_local(f)]
@@ -183,10 +196,27 @@ def _make_structure_fn(cls: type[Model]) -> Callable[..., Any]:
             lines.append(f"    v = d.get({name!r})")
             lines.append(f"    o.{name} = {default_expr} if v is None else _p_{name}(v)")
     lines += [f"    o.{name} = None" for name in local]  # client-side: never in the JSON
+    shapes: dict[tuple[str, ...], tuple[frozenset[str], bool]] = {}
+
+    def shape(keys: tuple[str, ...]) -> tuple[frozenset[str], bool]:
+        present = frozenset(keys)
+        found = (present, present <= known)
+        if len(shapes) < _MAX_SHAPES:
+            shapes[keys] = found
+        return found
+
+    env["_shapes"] = shapes
+    env["_shape"] = shape
+    env["_tuple"] = tuple
     lines += [
-        "    o.extra = (_EMPTY if d.keys() <= _known"
-        " else {k: v for k, v in d.items() if k not in _known})",
-        "    o._fields_set = _frozenset(d)",
+        # Objects with the same keys share one frozenset of them (the fields set): servers
+        # send the same few shapes again and again, and a frozenset is 200-700 bytes.
+        "    k = _tuple(d)",
+        "    s = _shapes.get(k)",
+        "    if s is None:",
+        "        s = _shape(k)",
+        "    o._fields_set = s[0]",
+        "    o.extra = _EMPTY if s[1] else {k: v for k, v in d.items() if k not in _known}",
     ]
     for name in null_lists:
         # A required list the server sent as null (vLLM's `"choices": null`) reads as []
@@ -283,13 +313,34 @@ def _unstructure_model(obj: Model) -> dict[str, Any]:
     return fn(obj)
 
 
-converter.register_structure_hook_factory(_is_model, _make_structure_fn)
-converter.register_unstructure_hook_factory(_is_model, lambda cls: _unstructure_model)
+_CONVERTER: list[Any] = []
+
+
+def _converter() -> Any:
+    """A cattrs converter that knows the models (their compiled hooks), made on first use:
+    for types that are not models (`list[ChatMessage]`...). cattrs is not loaded before."""
+    if not _CONVERTER:
+        import cattrs
+
+        made = cattrs.Converter()
+        made.register_structure_hook_factory(_is_model, structure_hook)
+        made.register_unstructure_hook_factory(_is_model, lambda cls: _unstructure_model)
+        _CONVERTER.append(made)
+    return _CONVERTER[0]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "converter":  # the cattrs converter, made (and cattrs loaded) when asked for
+        return _converter()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def structure(data: Any, cls: type[_T]) -> _T:
     """Parse JSON-shaped `data` into `cls`; raises `ModelShapeError` on a wrong shape."""
-    result: _T = converter.structure(data, cls)
+    if _is_model(cls):
+        model: _T = structure_hook(cls)(data, None)
+        return model
+    result: _T = _converter().structure(data, cls)
     return result
 
 

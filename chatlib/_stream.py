@@ -56,9 +56,13 @@ class Drain:
 
 
 class StreamState:
-    """Everything a stream object knows, minus its I/O: the parser, the queue of chunks not
-    yet handed out, the total deadline, the merged completion and the events machine. The
-    sync and async streams only move bytes into it.
+    """Everything a stream object knows, minus its I/O: the parser, the next chunk to hand
+    out, the total deadline, the merged completion and the events machine. The sync and
+    async streams only move bytes into it.
+
+    Chunks are parsed one at a time, as they are asked for (`ready`): the first chunk of a
+    large read is handed out before the rest of the read is parsed. A failure found further
+    on is raised (by `check`) once the chunks before it have been handed out.
 
     Every error it raises, and every error the stream reports through `failed`, carries
     `.partial`: the completion merged from the chunks handed out before the failure (`None`
@@ -71,13 +75,13 @@ class StreamState:
         "_deadline",
         "_events",
         "_failure",
+        "_next",
         "_request",
         "_taken",
         "event_queue",
         "finished",
         "outputs",
         "parser",
-        "pending",
         "response_headers",
         "secrets",
     )
@@ -95,11 +99,9 @@ class StreamState:
     ) -> None:
         self.parser = parser
         self.outputs = outputs  # how to parse the final completion, when types were asked for
-        self.pending: deque[CreateChatCompletionChunk] = deque()
+        self._next: CreateChatCompletionChunk | None = None  # parsed, not yet handed out
         self.finished = False
-        self.response_headers = (
-            response_headers if isinstance(response_headers, Headers) else Headers(response_headers)
-        )
+        self.response_headers = Headers.of_response(response_headers)
         self.secrets = secrets if secrets is not None else Secrets()
         self._clock = clock
         self._deadline = deadline  # the call's, fixed when it started: retries count too
@@ -108,23 +110,24 @@ class StreamState:
         self._taken = 0
         self._request = request
         self._events: StreamEvents | None = None
-        self.event_queue: deque[ChatCompletionStreamEvent] = deque()  # made, not handed out
+        # The events made and not yet handed out: a queue once `start_events` was called.
+        self.event_queue: deque[ChatCompletionStreamEvent] | None = None
 
     def on_bytes(self, data: bytes) -> None:
-        """Feed body bytes; raises for a broken stream or a passed deadline."""
+        """Take body bytes (parsed as chunks are asked for); raises for a passed deadline,
+        or for a body that cannot be a stream."""
         if self._deadline is not None and self._clock() > self._deadline:
             raise self.failed(deadline_exceeded())
         try:
-            self.parser.feed_into(data, self.pending)
+            self.parser.push(data)
         except ChatLibError as exc:
-            if not self.pending:
-                self.failed(exc)
-                raise
-            self._failure = exc  # raised once the chunks that came before it are handed out
-            self.finished = True
-            return
-        if self.parser.done:
-            self.finished = True
+            self.failed(exc)
+            raise
+
+    def on_eof(self) -> None:
+        """The body ended; once the chunks before its end are handed out, `ready` finds
+        out whether that means the answer is incomplete (and `check` raises it)."""
+        self.parser.end()
 
     def advance(self, piece: bytes | None) -> None:
         """Take the next piece of the body, or `None` for its end (what both streams read).
@@ -139,17 +142,42 @@ class StreamState:
             redact_error(exc, self.secrets)
             raise
 
+    def ready(self) -> bool:
+        """Whether a chunk can be taken now: parses the next event of the bytes taken so far.
+
+        `False` means more bytes are needed, or the stream is over (`finished`; a failure
+        found is then raised by `check`)."""
+        if self._next is not None:
+            return True
+        if self.finished:
+            return False
+        try:
+            chunk = self.parser.next_chunk()
+        except ChatLibError as exc:
+            self._failure = exc  # raised by `check`, after the chunks before it
+            self.finished = True
+            return False
+        if chunk is None:
+            if self.parser.done:
+                self.finished = True
+            return False
+        self._next = chunk
+        return True
+
     def check(self) -> None:
-        """Raise the failure that was held back behind chunks already handed out, if any."""
+        """Raise the failure found behind the chunks already handed out, if any."""
         if self._failure is not None:
             failure, self._failure = self._failure, None
             redact_error(failure, self.secrets)
             raise self.failed(failure)
 
     def take(self) -> CreateChatCompletionChunk:
-        """The next pending chunk, folded into `accumulated` (and into events, once they
+        """The chunk `ready` found, folded into `accumulated` (and into events, once they
         were asked for) as it is handed out."""
-        chunk = self.pending.popleft()
+        chunk = self._next
+        if chunk is None:
+            raise RuntimeError("take() without a chunk: call ready() first")
+        self._next = None
         try:
             fold_chunk(self._accumulator, chunk, self.parser.request_id)
         except ChatLibError as exc:
@@ -157,18 +185,9 @@ class StreamState:
             self.failed(exc)
             raise
         self._taken += 1
-        if self._events is not None:
+        if self._events is not None and self.event_queue is not None:
             self.event_queue.extend(self._events.on_chunk(chunk))
         return chunk
-
-    def on_eof(self) -> None:
-        """The body ended; raises if that means the answer is incomplete."""
-        try:
-            self.pending.extend(self.parser.finish())
-        except ChatLibError as exc:
-            self.failed(exc)
-            raise
-        self.finished = True
 
     def failed(self, exc: BaseException) -> BaseException:
         """Give `exc`, the error that ends the stream, what had arrived: `.partial` is the
@@ -178,14 +197,15 @@ class StreamState:
             exc.partial = self._accumulator.result()
         return exc
 
-    def start_events(self) -> None:
-        """Turn every chunk handed out from now on into events (in `event_queue`); idempotent.
+    def start_events(self) -> deque[ChatCompletionStreamEvent]:
+        """Turn every chunk handed out from now on into events, appended to the queue it
+        returns (`event_queue`); idempotent.
 
         Raises:
             RuntimeError: chunks were handed out already: their events cannot be made.
         """
-        if self._events is not None:
-            return
+        if self.event_queue is not None:
+            return self.event_queue
         if self._taken:
             raise RuntimeError(
                 "stream.events() must be called before any chunk is read: events describe "
@@ -206,6 +226,8 @@ class StreamState:
                 parse_arguments=outputs.arguments_parser(self._accumulator.result),
             )
         self._events = StreamEvents(options, accumulator=self._accumulator)
+        self.event_queue = deque()
+        return self.event_queue
 
     @property
     def accumulated(self) -> CreateChatCompletionResponse:

@@ -7,12 +7,16 @@ read them side by side.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
-from typing_extensions import Self, Unpack
+if sys.version_info >= (3, 11):  # typing has them: typing_extensions is not loaded
+    from typing import Self, Unpack
+else:  # pragma: no cover
+    from typing_extensions import Self, Unpack
 
 from chatlib._call import Call
 from chatlib._client import ClientBase
@@ -21,8 +25,7 @@ from chatlib._flow import Command, Deliver, Flow, GetCredential, ItemFlow, ReadB
 from chatlib._params import with_request_signature
 from chatlib._parse import BodyCollector
 from chatlib._stream import DRAIN_SECONDS, Drain, StreamBase, StreamState
-from chatlib._tool_loop import CallModel, Emit, ToolLoop, ToolRunDone, ToolRunEvent, ToolRunResult
-from chatlib._transports.base import SyncResponse, SyncTransport
+from chatlib._transports.base import SyncResponse, SyncTransport, read_whole
 from chatlib._transports.requests import RequestsTransport, Session
 from chatlib.errors import APIConnectionError, APIError, BodyTooLargeError
 from chatlib.models import (
@@ -33,8 +36,10 @@ from chatlib.models import (
 )
 
 if TYPE_CHECKING:
+    # Tools load on first use (`run_tools`): a plain create() never needs them.
     from chatlib._events import ChatCompletionStreamEvent  # loaded when `events()` first runs
     from chatlib._stored_sync import StoredCompletions
+    from chatlib._tool_loop import ToolLoop, ToolRunEvent, ToolRunResult
     from chatlib.notebook import DisplayHandle
 
 __all__ = ["ChatStream", "SyncChat"]
@@ -48,6 +53,9 @@ _T = TypeVar("_T")
 def _read_body(response: SyncResponse, limit: int) -> bytes | APIError:
     collector = BodyCollector(limit)
     try:
+        body = read_whole(response, limit)
+        if body is not None:
+            return body
         for piece in response.iter_bytes():
             collector.feed(piece)
     except (APIConnectionError, BodyTooLargeError) as exc:
@@ -128,7 +136,7 @@ class ChatStream(StreamBase[SyncResponse], Iterator[CreateChatCompletionChunk]):
         if self._closed:
             raise StopIteration  # chunks parsed but not handed out before close() are dropped
         state = self._state
-        while not state.pending:
+        while not state.ready():
             if state.finished or self._closed:
                 self.close()
                 state.check()
@@ -157,10 +165,10 @@ class ChatStream(StreamBase[SyncResponse], Iterator[CreateChatCompletionChunk]):
                 whole stream.
         """
         state = self._state
-        state.start_events()
+        queue = state.start_events()
         while True:
-            while state.event_queue:
-                yield state.event_queue.popleft()
+            while queue:
+                yield queue.popleft()
             if next(self, None) is None:
                 return
 
@@ -409,6 +417,8 @@ class SyncChat(ClientBase[SyncTransport]):
             ToolLoopLimitError: The model still asked for tools after `max_rounds` model
                 calls (it carries the conversation).
         """
+        from chatlib._tool_loop import ToolRunDone
+
         loop = self._tool_loop(params, tools, max_rounds, timeout, stream=False)
         for event in self._tool_events(loop):
             if isinstance(event, ToolRunDone):
@@ -433,6 +443,8 @@ class SyncChat(ClientBase[SyncTransport]):
 
     def _tool_events(self, loop: ToolLoop) -> Iterator[ToolRunEvent]:
         """Drive a core tool loop (`_tool_loop.py`) with blocking I/O, handing out its events."""
+        from chatlib._tool_loop import CallModel, Emit
+
         outcome: Any = None
         try:
             while True:

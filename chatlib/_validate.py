@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -21,6 +20,8 @@ _FIELDS = tuple(
 _FIELD_SET = frozenset(_FIELDS)
 _SCALARS = tuple(name for name in _FIELDS if name not in ("model", "messages"))
 _CONTENT_REQUIRED = frozenset({"developer", "system", "user", "tool"})
+# Roles whose message needs nothing but a role and a content (`tool` and `function` need more).
+_PLAIN_ROLES = frozenset({"developer", "system", "user", "assistant"})
 
 # (minimum, maximum) for numeric parameters, from the OpenAPI schema.
 _RANGES: dict[str, tuple[float | None, float | None]] = {
@@ -65,6 +66,8 @@ def check_param_names(names: Sequence[str]) -> None:
     """Reject keyword arguments that are not request parameters, suggesting the closest one."""
     for name in names:
         if name not in _FIELD_SET:
+            import difflib  # an error path only
+
             close = difflib.get_close_matches(name, _FIELDS, n=1)
             hint = f"did you mean {close[0]!r}? " if close else ""
             raise InvalidArgumentError(
@@ -104,7 +107,25 @@ def _compile_scalar_checks() -> Callable[[CreateChatCompletionRequest], None]:
     attribute read each (most are None), not a loop of `getattr` calls."""
     lines = ["def check_scalars(r):"]
     for name in _SCALARS:
-        lines += [f"    v = r.{name}", "    if v is not None:", f"        _check({name!r}, v)"]
+        # What surely passes, tested inline; anything else gets the full check (which
+        # raises, or accepts a subclass).
+        low, high = _RANGES.get(name, (None, None))
+        bounds = "" if low is None else f" and {low!r} <= v <= {high!r}"
+        if name in _INTS:
+            sure = f"v.__class__ is int{bounds}"
+        elif name in _FLOATS and low is not None:
+            sure = f"(v.__class__ is float or v.__class__ is int){bounds}"
+        elif name in _BOOLS:
+            sure = "v.__class__ is bool"
+        elif name in _STRS:
+            sure = "v.__class__ is str"
+        else:
+            sure = "False"
+        lines += [
+            f"    v = r.{name}",
+            f"    if v is not None and not ({sure}):",
+            f"        _check({name!r}, v)",
+        ]
     env: dict[str, Any] = {"_check": _check_scalar}
     exec(compile("\n".join(lines), "<chatlib check_scalars>", "exec"), env)
     check: Callable[[CreateChatCompletionRequest], None] = env["check_scalars"]
@@ -122,6 +143,20 @@ def _message_fields(message: Any, where: str) -> tuple[Any, Any, Mapping[str, An
             raise _fail(f"{where}.role", "is required")
         return message["role"], message.get("content"), message
     raise _fail(where, f"must be a ChatMessage or a dict, got {type(message).__name__}")
+
+
+def _check_plain_message(message: Any, i: int) -> None:
+    """`_check_message(message, "messages[i]")`, with the usual message (a dict of a role
+    and a string content) passed without building its name."""
+    if message.__class__ is dict:
+        role = message.get("role")
+        if (
+            role.__class__ is str
+            and message.get("content").__class__ is str
+            and role in _PLAIN_ROLES
+        ):
+            return
+    _check_message(message, f"messages[{i}]")
 
 
 def _check_message(message: Any, where: str) -> None:
@@ -181,7 +216,7 @@ def validate_request(request: CreateChatCompletionRequest) -> None:
     if not messages:
         raise _fail("messages", "must hold at least one message")
     for i, message in enumerate(messages):
-        _check_message(message, f"messages[{i}]")
+        _check_plain_message(message, i)
     _check_scalars(request)
     stop = request.stop
     if stop is not None and not (

@@ -14,11 +14,16 @@ and how the credential is sent is the core's `Endpoint`.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import attrs
-from typing_extensions import Self, Unpack
+
+if sys.version_info >= (3, 11):  # typing has them: typing_extensions is not loaded
+    from typing import Self, Unpack
+else:  # pragma: no cover
+    from typing_extensions import Self, Unpack
 
 from chatlib._auth import KeyFunction, KeyProvider
 from chatlib._checks import check_header_value

@@ -16,10 +16,14 @@ No I/O and no wire rules live here: see `chatlib._serde`, `chatlib._request` and
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, Union
 
-from typing_extensions import Required, TypedDict
+if sys.version_info >= (3, 11):  # typing has them: typing_extensions is not loaded
+    from typing import Required, TypedDict
+else:  # pragma: no cover
+    from typing_extensions import Required, TypedDict
 
 from chatlib._headers import EMPTY_HEADERS, Headers, request_id_of
 from chatlib._metadata import RateLimits

@@ -108,12 +108,12 @@ def _run(pieces: list[bytes], max_line_bytes: int = 4096) -> list[dict[str, Any]
         for piece in pieces:
             state.check()
             state.on_bytes(piece)
-            while state.pending:
+            while state.ready():
                 out.append(state.take().to_dict())
         state.check()
         if not state.finished:
             state.on_eof()
-        while state.pending:
+        while state.ready():
             out.append(state.take().to_dict())
         state.check()
         state.accumulated  # noqa: B018 - building the merged answer must not fail either

@@ -39,32 +39,112 @@ def _translate(exc: BaseException, url: str) -> APIConnectionError:
     return transport_error(exc, url, timed_out=isinstance(exc, _TIMEOUTS))
 
 
+_READ_SIZE = 16 * 1024
+_READ_TIMEOUT_ERROR = getattr(aiohttp, "SocketTimeoutError", aiohttp.ServerTimeoutError)
+
+
+class _IdleTimer:
+    """The read timeout of a body: it fails the body's reader when nothing has arrived for
+    `seconds`. Each piece read only notes the time (`last`); the one timer, when it is due,
+    re-arms itself for the latest read instead of being moved at every read (which is
+    what aiohttp's `sock_read` costs: a timer cancelled and made anew per read)."""
+
+    __slots__ = ("_content", "_handle", "_loop", "_seconds", "last")
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, seconds: float, content: aiohttp.StreamReader
+    ) -> None:
+        self._loop = loop
+        self._seconds = seconds
+        self._content = content
+        self.last = loop.time()
+        self._handle: asyncio.TimerHandle | None = loop.call_at(self.last + seconds, self._due)
+
+    def _due(self) -> None:
+        due = self.last + self._seconds
+        if self._loop.time() < due:
+            self._handle = self._loop.call_at(due, self._due)
+            return
+        self._handle = None
+        self._content.set_exception(_READ_TIMEOUT_ERROR("Timeout on reading data from socket"))
+
+    def cancel(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+
 class _AiohttpResponse:
     """An `aiohttp.ClientResponse` behind the `AsyncResponse` protocol."""
 
-    __slots__ = ("_response", "_url", "headers", "status_code")
+    __slots__ = ("_idle", "_read_timeout", "_response", "_url", "headers", "status_code")
 
-    def __init__(self, response: aiohttp.ClientResponse, url: str) -> None:
+    def __init__(
+        self, response: aiohttp.ClientResponse, url: str, read_timeout: float | None = None
+    ) -> None:
         self._response = response
         self._url = url
+        self._read_timeout = read_timeout
+        self._idle: _IdleTimer | None = None
         self.status_code = response.status
         self.headers: Mapping[str, str] = response.headers
 
+    def _watch_idle(self) -> _IdleTimer | None:
+        """Take the body's read timeout over from aiohttp (see `_IdleTimer`); `None` keeps
+        aiohttp's own (no read timeout, or a connection this cannot reach)."""
+        seconds = self._read_timeout
+        connection = self._response.connection
+        protocol = getattr(connection, "protocol", None)
+        if not seconds or protocol is None or not hasattr(protocol, "read_timeout"):
+            return None
+        self._idle = _IdleTimer(asyncio.get_running_loop(), seconds, self._response.content)
+        protocol.read_timeout = None  # aiohttp's per-read timer stops at the next read
+        return self._idle
+
     async def aiter_bytes(self) -> AsyncIterator[bytes]:
+        # What has arrived, at most _READ_SIZE bytes a read: `iter_any()` would join all of
+        # it, which after a burst from a fast server is a megabyte (and a Python call per
+        # HTTP chunk in it) before the first event can be parsed.
         failure: APIConnectionError | None = None
+        idle = self._watch_idle()
+        read = self._response.content.read
         try:
-            async for piece in self._response.content.iter_any():
-                yield piece
+            if idle is None:
+                while piece := await read(_READ_SIZE):
+                    yield piece
+            else:
+                clock = asyncio.get_running_loop().time
+                while piece := await read(_READ_SIZE):
+                    idle.last = clock()
+                    yield piece
         except _FAILURES as exc:
             failure = _translate(exc, self._url)
+        finally:
+            if idle is not None:
+                idle.cancel()
         if failure is not None:
             raise failure  # raised outside the except: see `AiohttpTransport.send`
+
+    async def aread_body(self, limit: int) -> bytes | None:
+        """The whole body in one read when its `Content-Length` is known and at most
+        `limit` (the usual JSON answer), else `None`: the caller reads it piece by piece."""
+        length = self._response.content_length
+        if length is None or length > limit:
+            return None
+        failure: APIConnectionError | None = None
+        try:
+            return await self._response.read()
+        except _FAILURES as exc:
+            failure = _translate(exc, self._url)
+        raise failure  # raised outside the except: see `AiohttpTransport.send`
 
     async def aclose(self) -> None:
         self.close()
 
     def close(self) -> None:
         """Synchronous release (aiohttp's own is synchronous): usable from `__del__`."""
+        if self._idle is not None:
+            self._idle.cancel()
         response = self._response
         if response.content.is_eof():
             response.release()  # read to the end: the connection goes back to the pool
@@ -241,7 +321,7 @@ class AiohttpTransport:
             raise failure
         if pool is not None:
             pool.guard.responses.add(response)
-        return _AiohttpResponse(response, request.url)
+        return _AiohttpResponse(response, request.url, timeout.read if request.stream else None)
 
     async def aclose(self) -> None:
         """Close every pool (a session passed in by the caller is left open): this loop's

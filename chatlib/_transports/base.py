@@ -24,6 +24,8 @@ __all__ = [
     "AsyncTransport",
     "SyncResponse",
     "SyncTransport",
+    "aread_whole",
+    "read_whole",
     "transport_error",
 ]
 
@@ -100,3 +102,17 @@ class AsyncTransport(Protocol):
     async def aclose(self) -> None:
         """Close every pooled connection."""
         ...
+
+
+def read_whole(response: SyncResponse, limit: int) -> bytes | None:
+    """The whole body in one read, when the response offers one (an optional
+    `read_body(limit)` method returning the bytes, or `None` when it cannot tell that the
+    body fits in `limit`), else `None`: the caller reads `iter_bytes()`."""
+    read = getattr(response, "read_body", None)
+    return None if read is None else read(limit)
+
+
+async def aread_whole(response: AsyncResponse, limit: int) -> bytes | None:
+    """`read_whole` for an asyncio response: its optional `aread_body(limit)`, awaited."""
+    read = getattr(response, "aread_body", None)
+    return None if read is None else await read(limit)

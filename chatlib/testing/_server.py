@@ -429,12 +429,15 @@ def _record(request: web.Request, body: bytes) -> RecordedRequest:
     for name, value in request.headers.items():
         key = name.lower()
         headers[key] = f"{headers[key]}, {value}" if key in headers else value
+    transport = request.transport
+    peer = transport.get_extra_info("peername") if transport is not None else None
     return RecordedRequest(
         method=request.method,
         path=request.path,
         query=dict(request.query.items()),
         headers=headers,
         body=body,
+        connection=f"{peer[0]}:{peer[1]}" if peer else "",
     )
 
 

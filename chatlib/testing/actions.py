@@ -332,6 +332,9 @@ class RecordedRequest:
         query: The query parameters (the last value wins when a name repeats).
         headers: The request headers, names lower-cased; repeated headers joined with `", "`.
         body: The raw request body.
+        connection: The client's end of the TCP connection the request came on, as
+            `"host:port"`: requests sent over one kept-alive connection share it, so the
+            number of distinct values is the number of connections the client opened.
     """
 
     method: str
@@ -339,6 +342,7 @@ class RecordedRequest:
     query: dict[str, str]
     headers: dict[str, str]
     body: bytes
+    connection: str = ""
 
     def json(self) -> Any:
         """The body decoded as JSON (raises `ValueError` if it is not JSON)."""
