@@ -30,7 +30,7 @@ from chatlib._stream import DRAIN_SECONDS, Drain, StreamBase
 from chatlib._transports.aiohttp import AiohttpTransport, ClientSession
 from chatlib._transports.base import AsyncResponse, AsyncTransport
 from chatlib._transports.base import aread_whole as read_whole
-from chatlib.errors import APIConnectionError, APIError, BodyTooLargeError
+from chatlib.errors import APIConnectionError, APIError, BodyTooLargeError, ChatLibError
 from chatlib.models import (
     ChatCompletionParams,
     CreateChatCompletionChunk,
@@ -437,7 +437,7 @@ class AsyncChat(ClientBase[AsyncTransport]):
         **params: Any,
     ) -> ToolRunResult:
         """Let the model call your functions until it answers (`await` it); see
-        `SyncChat.run_tools`, and the error it raises. The calls of one turn run at once:
+        `SyncChat.run_tools`, and the errors it raises. The calls of one turn run at once:
         async tools are awaited, sync ones run in worker threads."""
         from chatlib._tool_loop import ToolRunDone
 
@@ -466,23 +466,29 @@ class AsyncChat(ClientBase[AsyncTransport]):
         from chatlib._tool_loop import CallModel, Emit
 
         outcome: Any = None
+        failure: ChatLibError | None = None
         try:
             while True:
                 try:
-                    command = loop.send(outcome)
+                    # A failed model call goes back into the loop, which adds the conversation.
+                    command = loop.send(outcome) if failure is None else loop.throw(failure)
                 except StopIteration:
                     return
                 outcome = None
                 if isinstance(command, Emit):
                     yield command.event
                 elif isinstance(command, CallModel):
-                    if command.call.stream:
-                        async with AsyncChatStream(self, command.call) as stream:
-                            async for chunk in stream:
-                                yield command.chunk_event(chunk)
-                            outcome = await stream.get_final_completion()
-                    else:
-                        outcome = await run_flow(command.call.completion_flow(), self._transport)
+                    try:
+                        if command.call.stream:
+                            async with AsyncChatStream(self, command.call) as stream:
+                                async for chunk in stream:
+                                    yield command.chunk_event(chunk)
+                                outcome = await stream.get_final_completion()
+                        else:
+                            flow = command.call.completion_flow()
+                            outcome = await run_flow(flow, self._transport)
+                    except ChatLibError as exc:
+                        failure = exc
                 else:
                     tasks = [asyncio.ensure_future(_run_tool(i)) for i in command.invocations]
                     try:

@@ -27,7 +27,7 @@ from chatlib._parse import BodyCollector
 from chatlib._stream import DRAIN_SECONDS, Drain, StreamBase, StreamState
 from chatlib._transports.base import SyncResponse, SyncTransport, read_whole
 from chatlib._transports.requests import RequestsTransport, Session
-from chatlib.errors import APIConnectionError, APIError, BodyTooLargeError
+from chatlib.errors import APIConnectionError, APIError, BodyTooLargeError, ChatLibError
 from chatlib.models import (
     ChatCompletionParams,
     CreateChatCompletionChunk,
@@ -416,6 +416,9 @@ class SyncChat(ClientBase[SyncTransport]):
         Raises:
             ToolLoopLimitError: The model still asked for tools after `max_rounds` model
                 calls (it carries the conversation).
+            ChatLibError: A model call failed (`RateLimitError`, `APITimeoutError`...): the
+                error also carries the conversation up to that call in `.messages`, with
+                `.completions` and `.tool_results`, so the tools already run are not lost.
         """
         from chatlib._tool_loop import ToolRunDone
 
@@ -446,23 +449,28 @@ class SyncChat(ClientBase[SyncTransport]):
         from chatlib._tool_loop import CallModel, Emit
 
         outcome: Any = None
+        failure: ChatLibError | None = None
         try:
             while True:
                 try:
-                    command = loop.send(outcome)
+                    # A failed model call goes back into the loop, which adds the conversation.
+                    command = loop.send(outcome) if failure is None else loop.throw(failure)
                 except StopIteration:
                     return
                 outcome = None
                 if isinstance(command, Emit):
                     yield command.event
                 elif isinstance(command, CallModel):
-                    if command.call.stream:
-                        with self._open_stream(command.call) as stream:
-                            for chunk in stream:
-                                yield command.chunk_event(chunk)
-                            outcome = stream.get_final_completion()
-                    else:
-                        outcome = run_flow(command.call.completion_flow(), self._transport)
+                    try:
+                        if command.call.stream:
+                            with self._open_stream(command.call) as stream:
+                                for chunk in stream:
+                                    yield command.chunk_event(chunk)
+                                outcome = stream.get_final_completion()
+                        else:
+                            outcome = run_flow(command.call.completion_flow(), self._transport)
+                    except ChatLibError as exc:
+                        failure = exc
                 else:
                     outcome = []
                     for invocation in command.invocations:

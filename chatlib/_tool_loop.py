@@ -26,7 +26,7 @@ from chatlib._call import Call
 from chatlib._structured import OutputPlan
 from chatlib._tools import FunctionTool, ToolSpec, as_tools, format_result
 from chatlib._typed_json import Mismatch
-from chatlib.errors import InvalidArgumentError, ToolCallError, ToolLoopLimitError
+from chatlib.errors import ChatLibError, InvalidArgumentError, ToolCallError, ToolLoopLimitError
 from chatlib.models import (
     ChatCompletionMessageToolCall,
     ChatMessage,
@@ -374,7 +374,13 @@ def tool_loop(
     results: list[ToolResult] = []
     for round_number in range(1, setup.max_rounds + 1):
         call = round_call(first if first is not None and round_number == 1 else plan(messages))
-        completion = yield CallModel(call, round_number)
+        try:
+            completion = yield CallModel(call, round_number)
+        except ChatLibError as exc:
+            # The tools already run (and paid for) are not lost: the error carries the
+            # conversation up to the failed call, so the caller can retry from there.
+            vars(exc).update(messages=messages, completions=completions, tool_results=results)
+            raise
         completions.append(completion)
         yield Emit(ToolRunCompletion(completion, round_number))
         message = completion.choices[0].message if completion.choices else None

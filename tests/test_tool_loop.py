@@ -14,6 +14,7 @@ import pytest
 
 from chatlib import (
     AsyncChat,
+    BadRequestError,
     InternalServerError,
     InvalidArgumentError,
     SyncChat,
@@ -21,7 +22,7 @@ from chatlib import (
     ToolRunDone,
     ToolRunResult,
 )
-from chatlib.testing import LocalServer, RecordedRequest, Reply
+from chatlib.testing import ErrorReply, LocalServer, RecordedRequest, Reply
 from tests.conftest import FacadeDriver
 
 MESSAGES = [{"role": "user", "content": "Weather in Paris and Rome, and 2+3?"}]
@@ -122,6 +123,32 @@ def test_max_rounds_raises_with_a_conversation_that_can_go_on(
     result = chat.run_tools(model="m", messages=exc.messages, tools=[add], max_rounds=3)
     assert result.text == "2, three times."
     assert len(server.requests[-1].json()["messages"]) == 7
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["run_tools", "run_tools_stream"])
+def test_a_failed_model_call_keeps_the_tools_already_run(
+    facade: FacadeDriver, server: LocalServer, streamed: bool
+) -> None:
+    """Round 2's call fails: the error carries the conversation with round 1's tool answers
+    (the tools ran, maybe at a cost), and passing it back goes on from there."""
+    chat = facade.client(base_url=server.base_url, max_retries=0)
+    server.enqueue(
+        Reply(tool_calls=[{"id": "call_1", "name": "add", "arguments": {"a": 2, "b": 3}}]),
+        ErrorReply(400, message="context length exceeded"),
+    )
+    run = chat.run_tools_events if streamed else chat.run_tools
+    with pytest.raises(BadRequestError) as info:
+        run(model="m", messages=MESSAGES, tools=[add])
+    exc = info.value
+    assert "context length exceeded" in str(exc)
+    assert _roles(exc.messages) == ["user", "assistant", "tool"]
+    assert exc.messages[2].tool_call_id == "call_1" and exc.messages[2].content == "5"
+    assert [r.output for r in exc.tool_results] == [5]
+    assert len(exc.completions) == 1
+    server.enqueue(Reply("It is 5."))
+    result = chat.run_tools(model="m", messages=exc.messages, tools=[add])
+    assert result.text == "It is 5." and result.tool_results == []
+    assert _roles(server.requests[-1].json()["messages"]) == ["user", "assistant", "tool"]
 
 
 def test_async_tools_are_awaited_and_run_at_once(server: LocalServer) -> None:
