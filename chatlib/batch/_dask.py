@@ -6,24 +6,13 @@ Dask is imported when `run_dask` is called, never by `import chatlib.batch`.
 from __future__ import annotations
 
 import importlib
-import os
 import time
 from typing import Any
 
 from chatlib.batch._format import PathLike
-from chatlib.batch._partition import (
-    PartitionJob,
-    chat_for_workers,
-    check_partitions,
-    load_or_plan,
-    merge,
-    part_path,
-    run_partition,
-    split_limit,
-)
+from chatlib.batch._partition import plan_cluster_run, run_partition
 from chatlib.batch._runner import DEFAULT_CONCURRENCY, DEFAULT_RATE_LIMIT_WAITS, RunOptions
 from chatlib.batch._summary import BatchSummary
-from chatlib.errors import InvalidArgumentError
 
 __all__ = ["run_dask"]
 
@@ -75,32 +64,28 @@ def run_dask(
     """
     distributed = importlib.import_module("distributed")  # typed as Any: an optional extra
 
-    started = time.monotonic()
-    source, target = os.fspath(input), os.fspath(output_dir)
-    if not os.path.isfile(source):
-        raise InvalidArgumentError("input", f"{source!r} is not a file")
-    if client is None:
-        client = distributed.get_client()
-    slots = sum(client.nthreads().values()) or 1
-    plan = load_or_plan(source, target, check_partitions(partitions, 4 * slots))
     options = RunOptions(
         concurrency=concurrency,
-        requests_per_minute=split_limit(requests_per_minute, slots, len(plan)),
-        tokens_per_minute=split_limit(tokens_per_minute, slots, len(plan)),
-        progress=False,
+        requests_per_minute=requests_per_minute,
+        tokens_per_minute=tokens_per_minute,
         max_rate_limit_waits=max_rate_limit_waits,
     )
-    shipped = chat_for_workers(chat)
-    jobs = [
-        PartitionJob(source, part_path(target, part.index), part, shipped, options) for part in plan
-    ]
+    if client is None:
+        client = distributed.get_client()
+    run = plan_cluster_run(
+        input,
+        output_dir,
+        slots=lambda: sum(client.nthreads().values()),
+        partitions=partitions,
+        chat=chat,
+        options=options,
+    )
     futures = client.map(
         run_partition,
-        jobs,
+        run.jobs,
         pure=False,
         retries=retries,
-        key=[f"chatlib-batch-{j.partition.index}-{time.time_ns()}" for j in jobs],
+        key=[f"chatlib-batch-{j.partition.index}-{time.time_ns()}" for j in run.jobs],
     )
     summaries: list[BatchSummary] = client.gather(futures)
-    merged = merge(target, plan)
-    return BatchSummary.combine(merged, summaries, time.monotonic() - started)
+    return run.finish(summaries)

@@ -16,6 +16,7 @@ import json
 import os
 import re
 import shutil
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -223,6 +224,56 @@ def chat_for_workers(chat: Any) -> Any:
     raise InvalidArgumentError(
         "chat", f"must be an AsyncChat, a callable returning one, or None; got {chat!r}"
     )
+
+
+@attrs.frozen
+class ClusterRun:
+    """A run planned for a cluster: one job per partition, and how to finish once every
+    partition's summary is back. The engines (`run_dask`, `run_ray`) only ship the jobs."""
+
+    output_dir: str
+    plan: list[Partition]
+    jobs: list[PartitionJob]
+    started: float
+
+    def finish(self, summaries: list[BatchSummary]) -> BatchSummary:
+        """Merge the partitions' files and add up their summaries."""
+        merged = merge(self.output_dir, self.plan)
+        return BatchSummary.combine(merged, summaries, time.monotonic() - self.started)
+
+
+def plan_cluster_run(
+    input: Any,
+    output_dir: Any,
+    *,
+    slots: Callable[[], int],
+    partitions: int | None,
+    chat: Any,
+    options: RunOptions,
+) -> ClusterRun:
+    """Check a cluster run's arguments and plan it (or take the plan of the run it resumes).
+
+    `slots()` counts the partitions the cluster runs at once (asked only once the input is
+    known to exist): the default is 4 partitions per slot, and the rate limits in `options`
+    (the whole cluster's) are split between the partitions that run at once.
+    """
+    started = time.monotonic()
+    source, target = os.fspath(input), os.fspath(output_dir)
+    if not os.path.isfile(source):
+        raise InvalidArgumentError("input", f"{source!r} is not a file")
+    workers = slots() or 1
+    plan = load_or_plan(source, target, check_partitions(partitions, 4 * workers))
+    shares = attrs.evolve(
+        options,
+        requests_per_minute=split_limit(options.requests_per_minute, workers, len(plan)),
+        tokens_per_minute=split_limit(options.tokens_per_minute, workers, len(plan)),
+        progress=False,
+    )
+    shipped = chat_for_workers(chat)
+    jobs = [
+        PartitionJob(source, part_path(target, part.index), part, shipped, shares) for part in plan
+    ]
+    return ClusterRun(target, plan, jobs, started)
 
 
 def check_partitions(partitions: int | None, default: int) -> int:

@@ -6,21 +6,10 @@ Ray is imported when `run_ray` is called, never by `import chatlib.batch`.
 from __future__ import annotations
 
 import importlib
-import os
-import time
 from typing import Any
 
 from chatlib.batch._format import PathLike
-from chatlib.batch._partition import (
-    PartitionJob,
-    chat_for_workers,
-    check_partitions,
-    load_or_plan,
-    merge,
-    part_path,
-    run_partition,
-    split_limit,
-)
+from chatlib.batch._partition import plan_cluster_run, run_partition
 from chatlib.batch._runner import DEFAULT_CONCURRENCY, DEFAULT_RATE_LIMIT_WAITS, RunOptions
 from chatlib.batch._summary import BatchSummary
 from chatlib.errors import InvalidArgumentError
@@ -65,27 +54,22 @@ def run_ray(
     """
     ray = importlib.import_module("ray")  # typed as Any: an optional extra
 
-    started = time.monotonic()
-    source, target = os.fspath(input), os.fspath(output_dir)
-    if not os.path.isfile(source):
-        raise InvalidArgumentError("input", f"{source!r} is not a file")
-    if not ray.is_initialized():
-        raise InvalidArgumentError("ray", "is not initialized: call ray.init() first")
-    slots = int(ray.cluster_resources().get("CPU", 1)) or 1
-    plan = load_or_plan(source, target, check_partitions(partitions, 4 * slots))
     options = RunOptions(
         concurrency=concurrency,
-        requests_per_minute=split_limit(requests_per_minute, slots, len(plan)),
-        tokens_per_minute=split_limit(tokens_per_minute, slots, len(plan)),
-        progress=False,
+        requests_per_minute=requests_per_minute,
+        tokens_per_minute=tokens_per_minute,
         max_rate_limit_waits=max_rate_limit_waits,
     )
-    shipped = chat_for_workers(chat)
+    if not ray.is_initialized():
+        raise InvalidArgumentError("ray", "is not initialized: call ray.init() first")
+    run = plan_cluster_run(
+        input,
+        output_dir,
+        slots=lambda: int(ray.cluster_resources().get("CPU", 1)),
+        partitions=partitions,
+        chat=chat,
+        options=options,
+    )
     task = ray.remote(run_partition).options(max_retries=max_retries, num_cpus=1)
-    refs = [
-        task.remote(PartitionJob(source, part_path(target, part.index), part, shipped, options))
-        for part in plan
-    ]
-    summaries: list[BatchSummary] = ray.get(refs)
-    merged = merge(target, plan)
-    return BatchSummary.combine(merged, summaries, time.monotonic() - started)
+    summaries: list[BatchSummary] = ray.get([task.remote(job) for job in run.jobs])
+    return run.finish(summaries)
