@@ -127,13 +127,19 @@ class _AiohttpResponse:
 
     async def aread_body(self, limit: int) -> bytes | None:
         """The whole body in one read when its `Content-Length` is known and at most
-        `limit` (the usual JSON answer), else `None`: the caller reads it piece by piece."""
-        length = self._response.content_length
+        `limit` (the usual JSON answer), else `None`: the caller reads it piece by piece.
+
+        Not for a compressed body: its `Content-Length` counts the compressed bytes, and a
+        few megabytes of gzip can hold gigabytes; read piece by piece, the limit holds."""
+        response = self._response
+        length = response.content_length
         if length is None or length > limit:
+            return None
+        if response.headers.get("Content-Encoding", "identity").lower() != "identity":
             return None
         failure: APIConnectionError | None = None
         try:
-            return await self._response.read()
+            return await response.read()
         except _FAILURES as exc:
             failure = _translate(exc, self._url)
         raise failure  # raised outside the except: see `AiohttpTransport.send`
