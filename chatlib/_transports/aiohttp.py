@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import ssl
 import threading
 import weakref
@@ -36,7 +37,19 @@ def _translate(exc: BaseException, url: str) -> APIConnectionError:
     """An aiohttp/socket failure as the chatlib error a user can act on."""
     if isinstance(exc, _TIMEOUTS) and not str(exc):
         return deadline_exceeded(url)  # aiohttp's total timeout: a bare TimeoutError
+    # aiohttp's parser failing on the answer (a bad status line, a header too long, a body
+    # shorter than its length...) says "400", which reads like the server's status.
+    if type(exc) is aiohttp.ClientResponseError:
+        said = " ".join(str(exc.message).split())
+        detail = f"the server's answer is not valid HTTP ({said})"
+        return transport_error(exc, url, timed_out=False, detail=detail)
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        said = _PARSER_STATUS.sub(r"\1", " ".join(str(exc).split()))
+        return transport_error(exc, url, timed_out=False, detail=said)
     return transport_error(exc, url, timed_out=isinstance(exc, _TIMEOUTS))
+
+
+_PARSER_STATUS = re.compile(r"\b400, message[=:] ?'?(.*?)'?(?=>|$)")
 
 
 _READ_SIZE = 16 * 1024

@@ -30,13 +30,17 @@ __all__ = [
 ]
 
 
-def transport_error(exc: BaseException, url: str, *, timed_out: bool) -> APIConnectionError:
+def transport_error(
+    exc: BaseException, url: str, *, timed_out: bool, detail: str | None = None
+) -> APIConnectionError:
     """The chatlib error for an HTTP library's failure while talking to `url`.
 
     Worded the same for every transport (`Request timed out: ...` or `Connection error:
-    ...`, naming the library's exception), with the URL's secrets scrubbed from the text.
+    ...`, naming the library's exception, or saying `detail` instead of its text), with
+    the URL's secrets scrubbed from the text.
     """
-    described = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    text = str(exc) if detail is None else detail
+    described = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
     if timed_out:
         return APITimeoutError(
             scrub(f"Request timed out: {described}", url), request_url=safe_url(url)
