@@ -84,7 +84,10 @@ async def _perform(command: Command, transport: AsyncTransport) -> Any:
     if isinstance(command, ReadBody):
         return await _read_body(command.response, command.limit)
     if isinstance(command, GetCredential):
-        return await command.acall()
+        try:
+            return await asyncio.wait_for(command.acall(), command.seconds)
+        except asyncio.TimeoutError:
+            return command.timed_out()
     await asyncio.sleep(command.seconds)
     return None
 

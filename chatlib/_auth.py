@@ -156,6 +156,15 @@ def check_provider(setting: str, value: object, *, allow_async: bool) -> KeyProv
     return provider
 
 
+class ProviderTimedOut(Exception):
+    """A key provider still running when the call's total deadline passed (an async
+    driver stopped waiting for it)."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(seconds)
+        self.seconds = seconds
+
+
 @attrs.frozen
 class ProvidedCredential:
     """How a call sends what its provider returns: the header, with or without `Bearer`."""
@@ -168,6 +177,12 @@ class ProvidedCredential:
         """The `(name, value)` header for what the provider returned (its exception, if it
         raised); `CredentialError` when that is not a usable credential."""
         name = self.provider.name
+        if isinstance(value, ProviderTimedOut):
+            raise CredentialError(
+                name,
+                f"did not answer within the {value.seconds:.3g} s left of the call's total "
+                "deadline (timeout.total)",
+            )
         if isinstance(value, BaseException):
             detail = f"{type(value).__name__}: {value}" if str(value) else type(value).__name__
             raise CredentialError(name, f"raised {detail}") from value

@@ -17,7 +17,7 @@ from urllib.parse import urljoin
 import attrs
 
 from chatlib import _log
-from chatlib._auth import KeyProvider, ProvidedCredential
+from chatlib._auth import KeyProvider, ProvidedCredential, ProviderTimedOut
 from chatlib._config import Timeout
 from chatlib._headers import Secrets, header, is_credential, same_origin
 from chatlib._request import HttpRequest
@@ -81,9 +81,19 @@ class Sleep:
 @attrs.frozen
 class GetCredential:
     """Call the key `provider` (`call` in a sync driver, `await acall()` in an async one);
-    answer with what it returned, or the exception it raised."""
+    answer with what it returned, or the exception it raised.
+
+    `seconds` is what is left of the call's total deadline (`None`: no deadline). An async
+    driver stops waiting for an async provider then, and answers `timed_out()`; a blocking
+    provider cannot be stopped, so a sync call fails when it returns too late.
+    """
 
     provider: KeyProvider
+    seconds: float | None = None
+
+    def timed_out(self) -> ProviderTimedOut:
+        """The answer for a provider that was still running when the deadline passed."""
+        return ProviderTimedOut(self.seconds or 0.0)
 
     def call(self) -> object:
         """Call the provider: its result, or the exception it raised."""
@@ -235,7 +245,10 @@ def request_flow(
         provided: tuple[str, str] | None = None
         while True:
             if credential is not None and provided is None:
-                provided = credential.header((yield GetCredential(credential.provider)))
+                left = None if deadline is None else deadline - clock()
+                if left is not None and left <= 0:
+                    raise deadline_exceeded()
+                provided = credential.header((yield GetCredential(credential.provider, left)))
                 secrets.add(provided[1])
             timeout = _attempt_timeout(request.timeout, deadline, clock())
             sent = _with_timeout(request, timeout)

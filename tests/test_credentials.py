@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import pickle
+import time
 import traceback
 from collections.abc import Iterator
 from typing import Any
@@ -25,6 +26,7 @@ from chatlib._flow import GetCredential, ReadBody, Send, Sleep, parse_body, requ
 from chatlib._parse import parse_completion
 from chatlib._retry import RetryPolicy
 from chatlib.errors import (
+    APITimeoutError,
     AuthenticationError,
     CredentialError,
     InvalidArgumentError,
@@ -100,6 +102,52 @@ def test_an_async_provider_is_awaited_by_async_chat(server: LocalServer) -> None
     assert asyncio.run(main()) == "Echo: Hi"
     assert len(calls) == 2
     assert sent_keys(server) == ["Bearer sk-from-an-async-vault-0001"] * 2
+
+
+def test_an_async_provider_that_hangs_is_stopped_at_the_total_deadline(
+    server: LocalServer,
+) -> None:
+    """A vault that never answers must not hang the call: `timeout.total` bounds the wait,
+    the error names the provider, and nothing is sent."""
+    before = len(server.requests)
+
+    async def stuck_vault() -> str:
+        await asyncio.sleep(30)
+        return "sk-never"
+
+    async def main() -> None:
+        timeout = Timeout(connect=2, read=2, total=0.3)
+        async with AsyncChat(base_url=server.base_url, api_key=stuck_vault) as chat:
+            await chat.create(model="m", messages=[USER], timeout=timeout)
+
+    started = time.monotonic()
+    said = r"stuck_vault did not answer within the 0\.3 s left"
+    with pytest.raises(CredentialError, match=said) as info:
+        asyncio.run(main())
+    assert time.monotonic() - started < 2
+    assert "timeout.total" in str(info.value)
+    assert len(server.requests) == before
+
+
+def test_the_flow_gives_the_provider_what_is_left_of_the_deadline() -> None:
+    chat = SyncChat(base_url="http://test.invalid/v1", api_key=Rotating(), timeout=10)
+    call = plan_call(chat.config, None, {"model": "m", "messages": [USER]}, stream=False)
+    now = [100.0]
+    flow = request_flow(
+        call.http_request,
+        finish=parse_body(parse_completion, 1 << 20),
+        policy=RetryPolicy(max_retries=1),
+        clock=lambda: now[0],
+        wall_clock=lambda: 0.0,
+        rand=lambda: 0.5,
+        credential=call.credential,
+        secrets=call.secrets,
+    )
+    asked = next(flow)
+    assert isinstance(asked, GetCredential) and asked.seconds == 10
+    now[0] = 111.0  # a blocking provider that returned after the deadline
+    with pytest.raises(APITimeoutError, match="total deadline"):
+        flow.send(asked.call())
 
 
 def test_sync_chat_refuses_an_async_provider_before_any_request() -> None:
