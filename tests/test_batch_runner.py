@@ -366,3 +366,20 @@ def test_no_key_fails_before_the_output_is_touched(
     with pytest.raises(MissingAPIKeyError):
         run(tmp_path / "in.jsonl", tmp_path / "out.jsonl", progress=False)
     assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_a_key_function_is_asked_for_every_request(tmp_path: Path) -> None:
+    asked = itertools.count(1)
+
+    def key() -> str:
+        next(asked)
+        return "sk-rotating"
+
+    with LocalServer(api_key="sk-rotating") as server:
+        ids = write_input(tmp_path / "in.jsonl", 5)
+        chat = AsyncChat(base_url=server.base_url, api_key=key, max_retries=0)
+        summary = run(tmp_path / "in.jsonl", tmp_path / "out.jsonl", chat=chat, progress=False)
+        assert (summary.succeeded, summary.failed) == (5, 0)
+        assert_exactly_once(tmp_path / "out.jsonl", ids)
+        assert all(r.headers["authorization"] == "Bearer sk-rotating" for r in server.requests)
+    assert next(asked) == 6  # once per request

@@ -21,8 +21,6 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from chatlib._call import Call
-from chatlib._flow import parse_body
 from chatlib.batch._flow import Answer, Counters, line_flow, parse_answer
 from chatlib.batch._format import (
     InputLine,
@@ -310,11 +308,12 @@ async def run_lines(
                     finish_line(invalid_line(bad), failed=True)
                     return
                 tokens = estimate_tokens(line.body) if limiter.counts_tokens else 0
-                finish = parse_body(parse_answer, call.config.max_body_bytes)
 
                 def start() -> Any:
-                    fresh = Call(http_request=call.http_request, stream=False, config=call.config)
-                    return fresh._flow(finish, time.monotonic, time.time, random.random)
+                    # The call's flow, with its key function if any; a new deadline each time.
+                    return call.json_flow(
+                        parse_answer, clock=time.monotonic, wall_clock=time.time, rand=random.random
+                    )
 
                 flow = line_flow(
                     start,
