@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import gc
 import itertools
 import json
 import sys
@@ -335,9 +336,11 @@ async def test_run_async_stops_gracefully_when_cancelled(tmp_path: Path) -> None
         )
         while len(server.requests) < 6:
             await asyncio.sleep(0.01)
+        assert gc.get_freeze_count() > 0  # the heap from before the run, kept out of the GC
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+        assert gc.get_freeze_count() == 0  # and given back, however the run ended
         sent = len(server.requests)
         assert sent < 40
         # The requests in flight were let finish and written: one line per request sent.
@@ -383,3 +386,42 @@ def test_a_key_function_is_asked_for_every_request(tmp_path: Path) -> None:
         assert_exactly_once(tmp_path / "out.jsonl", ids)
         assert all(r.headers["authorization"] == "Bearer sk-rotating" for r in server.requests)
     assert next(asked) == 6  # once per request
+
+
+def _frozen_during_run(tmp_path: Path, *, lines: int = 3) -> list[int]:
+    """`gc.get_freeze_count()` as seen by the run's requests (from its key function)."""
+    seen: list[int] = []
+
+    def key() -> str:
+        seen.append(gc.get_freeze_count())
+        return "sk-k"
+
+    tmp_path.mkdir(exist_ok=True)
+    with LocalServer(api_key="sk-k") as server:
+        write_input(tmp_path / "in.jsonl", lines)
+        chat = AsyncChat(base_url=server.base_url, api_key=key, max_retries=0)
+        summary = run(tmp_path / "in.jsonl", tmp_path / "out.jsonl", chat=chat, progress=False)
+    assert summary.succeeded == lines
+    return seen
+
+
+def test_a_run_keeps_the_collector_off_the_heap_it_started_with(tmp_path: Path) -> None:
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+    seen = _frozen_during_run(tmp_path)
+    assert seen and all(count > 0 for count in seen)  # what existed before the run: frozen
+    assert gc.get_freeze_count() == 0  # and given back to the collector after it
+
+
+def test_a_run_leaves_the_collector_alone_when_the_application_set_it(tmp_path: Path) -> None:
+    gc.freeze()  # the application's own (before forking workers, say)
+    try:
+        frozen = gc.get_freeze_count()
+        _frozen_during_run(tmp_path / "frozen")
+        assert gc.get_freeze_count() >= frozen  # not unfrozen by the run
+    finally:
+        gc.unfreeze()
+    gc.disable()
+    try:
+        assert _frozen_during_run(tmp_path / "off") == [0, 0, 0]  # collector off: untouched
+    finally:
+        gc.enable()

@@ -10,6 +10,7 @@ output already holds (`_resume.ResumeScan`).
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import random
 import signal
@@ -198,6 +199,25 @@ def _display(progress: bool, total: int | None, initial: int) -> Any:
 # ---------------------------------------------------------------- the run
 
 
+def _freeze_heap() -> bool:
+    """Keep the garbage collector off every object that exists before the run (`gc.freeze`),
+    so that the collections the run's own allocations set off scan only what the run made,
+    however big the application's heap is (in the benchmark, about a tenth of the client's
+    CPU per line went to scanning the imported modules again and again). `gc.unfreeze()` at
+    the end (`_thaw_heap`) puts them back. Left alone when the collector is off, or when
+    objects are frozen already (by the application, or by a run still going on).
+    Returns whether it froze."""
+    if not gc.isenabled() or gc.get_freeze_count():
+        return False
+    gc.freeze()
+    return True
+
+
+def _thaw_heap(frozen: bool) -> None:
+    if frozen:
+        gc.unfreeze()
+
+
 @attrs.define
 class _Tally:
     lines: int = 0
@@ -275,6 +295,7 @@ async def run_lines(
         if own_chat:
             await client.aclose()
         raise
+    frozen = _freeze_heap()
     try:
         writer = LineWriter(fd)
         checker = LineChecker(
@@ -444,6 +465,7 @@ async def run_lines(
                 display.close(summary)
         return summary, stop.reason
     finally:
+        _thaw_heap(frozen)
         os.close(fd)
         if own_chat:
             await client.aclose()
@@ -510,7 +532,9 @@ def run(
     `output` and flushed at once; running again with the same `output` skips the lines it
     already holds (and redoes a line cut short by a crash), so after any number of crashes
     and re-runs the output holds every input `custom_id` exactly once. Lines finish, and
-    are written, in the order their answers arrive.
+    are written, in the order their answers arrive. While it runs, the objects that existed
+    before it are left out of the garbage collector's scans (`gc.freeze()`, undone when it
+    ends), so its cost per line does not grow with the application's heap.
 
     Args:
         input: The Batch API JSONL input file.
