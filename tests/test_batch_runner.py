@@ -328,6 +328,7 @@ def test_progress_false_is_silent(
 async def test_run_async_stops_gracefully_when_cancelled(tmp_path: Path) -> None:
     ids = write_input(tmp_path / "in.jsonl", 40)
     out = tmp_path / "out.jsonl"
+    threshold = gc.get_threshold()
     async with LocalServer() as server:
         server.enqueue(*[Reply(delay=0.2) for _ in range(40)])
         chat = AsyncChat(base_url=server.base_url, api_key="k")
@@ -341,6 +342,7 @@ async def test_run_async_stops_gracefully_when_cancelled(tmp_path: Path) -> None
         with pytest.raises(asyncio.CancelledError):
             await task
         assert gc.get_freeze_count() == 0  # and given back, however the run ended
+        assert gc.get_threshold() == threshold
         sent = len(server.requests)
         assert sent < 40
         # The requests in flight were let finish and written: one line per request sent.
@@ -388,12 +390,13 @@ def test_a_key_function_is_asked_for_every_request(tmp_path: Path) -> None:
     assert next(asked) == 6  # once per request
 
 
-def _frozen_during_run(tmp_path: Path, *, lines: int = 3) -> list[int]:
-    """`gc.get_freeze_count()` as seen by the run's requests (from its key function)."""
-    seen: list[int] = []
+def _collector_during_run(tmp_path: Path, *, lines: int = 3) -> list[tuple[int, int]]:
+    """(`gc.get_freeze_count()`, young generation's threshold) as the run's requests see
+    them (from its key function)."""
+    seen: list[tuple[int, int]] = []
 
     def key() -> str:
-        seen.append(gc.get_freeze_count())
+        seen.append((gc.get_freeze_count(), gc.get_threshold()[0]))
         return "sk-k"
 
     tmp_path.mkdir(exist_ok=True)
@@ -405,23 +408,33 @@ def _frozen_during_run(tmp_path: Path, *, lines: int = 3) -> list[int]:
     return seen
 
 
-def test_a_run_keeps_the_collector_off_the_heap_it_started_with(tmp_path: Path) -> None:
+def test_a_run_sets_the_collector_for_itself_and_back(tmp_path: Path) -> None:
     assert gc.isenabled() and gc.get_freeze_count() == 0
-    seen = _frozen_during_run(tmp_path)
-    assert seen and all(count > 0 for count in seen)  # what existed before the run: frozen
-    assert gc.get_freeze_count() == 0  # and given back to the collector after it
+    before = gc.get_threshold()
+    seen = _collector_during_run(tmp_path)
+    # What existed before the run is frozen out of the scans; the young generation is
+    # collected less often.
+    assert seen and all(count > 0 and young == 10_000 for count, young in seen)
+    assert gc.get_freeze_count() == 0 and gc.get_threshold() == before  # all given back
 
 
 def test_a_run_leaves_the_collector_alone_when_the_application_set_it(tmp_path: Path) -> None:
+    before = gc.get_threshold()
     gc.freeze()  # the application's own (before forking workers, say)
     try:
         frozen = gc.get_freeze_count()
-        _frozen_during_run(tmp_path / "frozen")
+        seen = _collector_during_run(tmp_path / "frozen")
+        assert all(young == before[0] for _, young in seen)
         assert gc.get_freeze_count() >= frozen  # not unfrozen by the run
     finally:
         gc.unfreeze()
     gc.disable()
     try:
-        assert _frozen_during_run(tmp_path / "off") == [0, 0, 0]  # collector off: untouched
+        assert _collector_during_run(tmp_path / "off") == [(0, before[0])] * 3  # off: untouched
     finally:
         gc.enable()
+    gc.set_threshold(0)  # automatic collection off: left off
+    try:
+        assert all(young == 0 for _, young in _collector_during_run(tmp_path / "zero"))
+    finally:
+        gc.set_threshold(*before)
