@@ -223,8 +223,8 @@ class _QuietCollector:
     def __init__(self) -> None:
         self._saved: tuple[int, ...] | None = None
         self._ours: tuple[int, ...] | None = None
-        if not gc.isenabled() or gc.get_freeze_count():
-            return
+        if not hasattr(gc, "freeze") or not gc.isenabled() or gc.get_freeze_count():
+            return  # (PyPy's collector has no `freeze`)
         gc.freeze()
         self._saved = saved = gc.get_threshold()
         if 0 < saved[0] < _RUN_GC_THRESHOLD:
