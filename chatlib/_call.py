@@ -22,7 +22,7 @@ from chatlib._flow import Finish, Flow, keep_open, parse_body, request_flow
 from chatlib._headers import Headers, Secrets, request_id_of
 from chatlib._parse import ChunkParser, parse_completion
 from chatlib._request import HttpRequest, build_request
-from chatlib._retry import RetryPolicy
+from chatlib._retry import retry_policy
 from chatlib._stream import StreamState
 from chatlib._validate import check_param_names
 from chatlib.errors import InvalidArgumentError
@@ -106,7 +106,7 @@ class Call:
         return request_flow(
             self.http_request,
             finish=finish,
-            policy=RetryPolicy(max_retries=self.config.max_retries),
+            policy=retry_policy(self.config.max_retries),
             clock=clock,
             wall_clock=wall_clock,
             rand=rand,

@@ -31,6 +31,7 @@ _NUMBER = r"(?:\d+(?:\.\d*)?|\.\d+)"
 _PART = re.compile(rf"({_NUMBER})(h|ms|m|s|us|\u00b5s|\u03bcs|ns)")
 _DURATION = re.compile(rf"(?:{_NUMBER}(?:h|ms|m|s|us|\u00b5s|\u03bcs|ns))+")
 _PLAIN = re.compile(_NUMBER)
+_PREFIX = "x-ratelimit-"
 
 
 def parse_duration(text: str | None) -> float | None:
@@ -85,15 +86,22 @@ class RateLimits:
     @classmethod
     def from_headers(cls, headers: Mapping[str, str]) -> RateLimits:
         """Read the `x-ratelimit-*` headers (any case)."""
-        if not headers:
+        # One pass over the names: most servers send none of these, and a missing name
+        # would otherwise cost a scan of every header (`header` on a plain dict).
+        present = {name.lower() for name in headers if name[:12].lower() == _PREFIX}
+        if not present:
             return _NONE
+
+        def value(name: str) -> str | None:
+            return header(headers, name) if name in present else None
+
         return cls(
-            limit_requests=_count(header(headers, "x-ratelimit-limit-requests")),
-            limit_tokens=_count(header(headers, "x-ratelimit-limit-tokens")),
-            remaining_requests=_count(header(headers, "x-ratelimit-remaining-requests")),
-            remaining_tokens=_count(header(headers, "x-ratelimit-remaining-tokens")),
-            reset_requests=parse_duration(header(headers, "x-ratelimit-reset-requests")),
-            reset_tokens=parse_duration(header(headers, "x-ratelimit-reset-tokens")),
+            limit_requests=_count(value("x-ratelimit-limit-requests")),
+            limit_tokens=_count(value("x-ratelimit-limit-tokens")),
+            remaining_requests=_count(value("x-ratelimit-remaining-requests")),
+            remaining_tokens=_count(value("x-ratelimit-remaining-tokens")),
+            reset_requests=parse_duration(value("x-ratelimit-reset-requests")),
+            reset_tokens=parse_duration(value("x-ratelimit-reset-tokens")),
         )
 
     def __bool__(self) -> bool:

@@ -21,7 +21,7 @@ from chatlib.errors import (
     InsufficientQuotaError,
 )
 
-__all__ = ["RetryPolicy"]
+__all__ = ["RetryPolicy", "retry_policy"]
 
 _RETRY_STATUSES = frozenset({408, 409, 429})
 
@@ -96,3 +96,15 @@ class RetryPolicy:
         if 0 <= seconds <= self.max_retry_after:
             return seconds
         return None
+
+
+# The default policies for the usual retry counts, made once: a policy is immutable, and a
+# call would otherwise build its own.
+_DEFAULT_POLICIES = tuple(RetryPolicy(max_retries=count) for count in range(11))
+
+
+def retry_policy(max_retries: int) -> RetryPolicy:
+    """The default policy with `max_retries` retries (a shared one for the usual counts)."""
+    if max_retries.__class__ is int and 0 <= max_retries < len(_DEFAULT_POLICIES):
+        return _DEFAULT_POLICIES[max_retries]
+    return RetryPolicy(max_retries=max_retries)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import gc
 import itertools
 import json
 import sys
@@ -327,6 +328,7 @@ def test_progress_false_is_silent(
 async def test_run_async_stops_gracefully_when_cancelled(tmp_path: Path) -> None:
     ids = write_input(tmp_path / "in.jsonl", 40)
     out = tmp_path / "out.jsonl"
+    threshold = gc.get_threshold()
     async with LocalServer() as server:
         server.enqueue(*[Reply(delay=0.2) for _ in range(40)])
         chat = AsyncChat(base_url=server.base_url, api_key="k")
@@ -335,9 +337,12 @@ async def test_run_async_stops_gracefully_when_cancelled(tmp_path: Path) -> None
         )
         while len(server.requests) < 6:
             await asyncio.sleep(0.01)
+        assert gc.get_freeze_count() > 0  # the heap from before the run, kept out of the GC
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+        assert gc.get_freeze_count() == 0  # and given back, however the run ended
+        assert gc.get_threshold() == threshold
         sent = len(server.requests)
         assert sent < 40
         # The requests in flight were let finish and written: one line per request sent.
@@ -366,3 +371,70 @@ def test_no_key_fails_before_the_output_is_touched(
     with pytest.raises(MissingAPIKeyError):
         run(tmp_path / "in.jsonl", tmp_path / "out.jsonl", progress=False)
     assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_a_key_function_is_asked_for_every_request(tmp_path: Path) -> None:
+    asked = itertools.count(1)
+
+    def key() -> str:
+        next(asked)
+        return "sk-rotating"
+
+    with LocalServer(api_key="sk-rotating") as server:
+        ids = write_input(tmp_path / "in.jsonl", 5)
+        chat = AsyncChat(base_url=server.base_url, api_key=key, max_retries=0)
+        summary = run(tmp_path / "in.jsonl", tmp_path / "out.jsonl", chat=chat, progress=False)
+        assert (summary.succeeded, summary.failed) == (5, 0)
+        assert_exactly_once(tmp_path / "out.jsonl", ids)
+        assert all(r.headers["authorization"] == "Bearer sk-rotating" for r in server.requests)
+    assert next(asked) == 6  # once per request
+
+
+def _collector_during_run(tmp_path: Path, *, lines: int = 3) -> list[tuple[int, int]]:
+    """(`gc.get_freeze_count()`, young generation's threshold) as the run's requests see
+    them (from its key function)."""
+    seen: list[tuple[int, int]] = []
+
+    def key() -> str:
+        seen.append((gc.get_freeze_count(), gc.get_threshold()[0]))
+        return "sk-k"
+
+    tmp_path.mkdir(exist_ok=True)
+    with LocalServer(api_key="sk-k") as server:
+        write_input(tmp_path / "in.jsonl", lines)
+        chat = AsyncChat(base_url=server.base_url, api_key=key, max_retries=0)
+        summary = run(tmp_path / "in.jsonl", tmp_path / "out.jsonl", chat=chat, progress=False)
+    assert summary.succeeded == lines
+    return seen
+
+
+def test_a_run_sets_the_collector_for_itself_and_back(tmp_path: Path) -> None:
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+    before = gc.get_threshold()
+    seen = _collector_during_run(tmp_path)
+    # What existed before the run is frozen out of the scans; the young generation is
+    # collected less often.
+    assert seen and all(count > 0 and young == 10_000 for count, young in seen)
+    assert gc.get_freeze_count() == 0 and gc.get_threshold() == before  # all given back
+
+
+def test_a_run_leaves_the_collector_alone_when_the_application_set_it(tmp_path: Path) -> None:
+    before = gc.get_threshold()
+    gc.freeze()  # the application's own (before forking workers, say)
+    try:
+        frozen = gc.get_freeze_count()
+        seen = _collector_during_run(tmp_path / "frozen")
+        assert all(young == before[0] for _, young in seen)
+        assert gc.get_freeze_count() >= frozen  # not unfrozen by the run
+    finally:
+        gc.unfreeze()
+    gc.disable()
+    try:
+        assert _collector_during_run(tmp_path / "off") == [(0, before[0])] * 3  # off: untouched
+    finally:
+        gc.enable()
+    gc.set_threshold(0)  # automatic collection off: left off
+    try:
+        assert all(young == 0 for _, young in _collector_during_run(tmp_path / "zero"))
+    finally:
+        gc.set_threshold(*before)

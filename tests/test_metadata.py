@@ -79,6 +79,17 @@ def test_rate_limits_read_the_headers_in_any_case() -> None:
     assert odd.limit_requests is None and odd.limit_tokens == 1000
 
 
+def test_rate_limits_are_read_from_every_kind_of_header_mapping() -> None:
+    from multidict import CIMultiDict, CIMultiDictProxy  # what aiohttp hands over
+
+    shouted = {name.upper(): value for name, value in LIMITS.items()}
+    for headers in (CIMultiDictProxy(CIMultiDict(LIMITS)), Headers(LIMITS), shouted):
+        assert RateLimits.from_headers(headers) == EXPECTED
+    none = CIMultiDictProxy(CIMultiDict({"Content-Type": "application/json", "X-Other": "1"}))
+    assert RateLimits.from_headers(none) == RateLimits()
+    assert RateLimits.from_headers({"x-ratelimit-unknown": "1"}) == RateLimits()
+
+
 def test_headers_are_read_only_and_case_insensitive() -> None:
     headers = Headers({"X-Request-Id": "req_1", "Content-Type": "application/json"})
     assert headers["x-request-id"] == headers["X-REQUEST-ID"] == "req_1"

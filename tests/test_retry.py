@@ -187,3 +187,11 @@ def test_policy_is_an_immutable_value() -> None:
         policy.max_retries = 1  # type: ignore[misc]
     assert policy == RetryPolicy(max_retries=5)
     assert RetryPolicy().max_retries == 2
+
+
+def test_each_call_runs_the_policy_of_its_clients_max_retries() -> None:
+    from chatlib._retry import retry_policy
+
+    for count in (0, 1, 2, 10, 11, 50):
+        assert retry_policy(count) == RetryPolicy(max_retries=count)
+    assert retry_policy(3) is retry_policy(3)  # shared: nothing to build per call

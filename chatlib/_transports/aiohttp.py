@@ -31,6 +31,11 @@ ClientSession = aiohttp.ClientSession
 _FAILURES = (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError)
 _TIMEOUTS = (asyncio.TimeoutError, aiohttp.ServerTimeoutError, TimeoutError)
 _INHERITED: list[aiohttp.ClientSession] = []  # sessions a forked child must never close
+# This process's id, kept current by an at-fork hook: a request compares it with the pid its
+# pools were made in, without a `getpid()` system call each time.
+_PROCESS = [os.getpid()]
+if hasattr(os, "register_at_fork"):  # pragma: no branch - every POSIX Python has it
+    os.register_at_fork(after_in_child=lambda: _PROCESS.__setitem__(0, os.getpid()))
 
 
 def _translate(exc: BaseException, url: str) -> APIConnectionError:
@@ -286,7 +291,7 @@ class AiohttpTransport:
 
     def _pool_for(self, loop: asyncio.AbstractEventLoop) -> _LoopPool:
         pool = self._pools.get(loop)
-        if pool is not None and not pool.session.closed and self._pid == os.getpid():
+        if pool is not None and self._pid == _PROCESS[0] and not pool.session.closed:
             return pool
         with self._lock:
             if self._pid != os.getpid():
@@ -318,11 +323,14 @@ class AiohttpTransport:
         session = pool.session if pool is not None else self._callers_session(loop)
         timeout = request.timeout
         failure: APIConnectionError | None = None
+        headers = request.headers
         try:
             response = await session.request(
                 request.method,
                 request.url,
-                headers=dict(request.headers),
+                # aiohttp copies the headers it is given; any mapping other than a dict is
+                # copied here first (aiohttp takes dicts and multidicts).
+                headers=headers if headers.__class__ is dict else dict(headers),
                 data=request.body,
                 timeout=aiohttp.ClientTimeout(
                     total=timeout.total,

@@ -10,6 +10,7 @@ output already holds (`_resume.ResumeScan`).
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import random
 import signal
@@ -21,8 +22,6 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from chatlib._call import Call
-from chatlib._flow import parse_body
 from chatlib.batch._flow import Answer, Counters, line_flow, parse_answer
 from chatlib.batch._format import (
     InputLine,
@@ -200,6 +199,48 @@ def _display(progress: bool, total: int | None, initial: int) -> Any:
 # ---------------------------------------------------------------- the run
 
 
+# The young generation's threshold during a run: each request makes a few dozen objects that
+# live until its answer is written, so at the default (700 on most Pythons) a collection ran
+# every few lines, scanning the requests in flight each time.
+_RUN_GC_THRESHOLD = 10_000
+
+
+class _QuietCollector:
+    """The garbage collector's settings for the length of a run, and back.
+
+    While a run goes on: the objects that existed before it are kept out of the collector's
+    scans (`gc.freeze()`: the collections the run sets off then scan only what the run made,
+    however big the application's heap is), and the young generation is collected every
+    `_RUN_GC_THRESHOLD` allocations instead of every 700. Together they were about a fifth
+    of the client's CPU per line in the benchmark. `restore` undoes both (`gc.unfreeze()`,
+    the thresholds as they were, unless something else changed them meanwhile). Nothing is
+    touched when the collector is off, or when objects are frozen already (by the
+    application, or by a run still going on).
+    """
+
+    __slots__ = ("_ours", "_saved")
+
+    def __init__(self) -> None:
+        self._saved: tuple[int, ...] | None = None
+        self._ours: tuple[int, ...] | None = None
+        if not hasattr(gc, "freeze") or not gc.isenabled() or gc.get_freeze_count():
+            return  # (PyPy's collector has no `freeze`)
+        gc.freeze()
+        self._saved = saved = gc.get_threshold()
+        if 0 < saved[0] < _RUN_GC_THRESHOLD:
+            gc.set_threshold(_RUN_GC_THRESHOLD, *saved[1:])
+            self._ours = gc.get_threshold()
+
+    def restore(self) -> None:
+        """Put the collector back as it was before the run."""
+        saved, self._saved = self._saved, None
+        if saved is None:
+            return
+        if self._ours is not None and gc.get_threshold() == self._ours:
+            gc.set_threshold(*saved)
+        gc.unfreeze()
+
+
 @attrs.define
 class _Tally:
     lines: int = 0
@@ -277,6 +318,7 @@ async def run_lines(
         if own_chat:
             await client.aclose()
         raise
+    collector = _QuietCollector()
     try:
         writer = LineWriter(fd)
         checker = LineChecker(
@@ -310,11 +352,12 @@ async def run_lines(
                     finish_line(invalid_line(bad), failed=True)
                     return
                 tokens = estimate_tokens(line.body) if limiter.counts_tokens else 0
-                finish = parse_body(parse_answer, call.config.max_body_bytes)
 
                 def start() -> Any:
-                    fresh = Call(http_request=call.http_request, stream=False, config=call.config)
-                    return fresh._flow(finish, time.monotonic, time.time, random.random)
+                    # The call's flow, with its key function if any; a new deadline each time.
+                    return call.json_flow(
+                        parse_answer, clock=time.monotonic, wall_clock=time.time, rand=random.random
+                    )
 
                 flow = line_flow(
                     start,
@@ -445,6 +488,7 @@ async def run_lines(
                 display.close(summary)
         return summary, stop.reason
     finally:
+        collector.restore()
         os.close(fd)
         if own_chat:
             await client.aclose()
@@ -511,7 +555,9 @@ def run(
     `output` and flushed at once; running again with the same `output` skips the lines it
     already holds (and redoes a line cut short by a crash), so after any number of crashes
     and re-runs the output holds every input `custom_id` exactly once. Lines finish, and
-    are written, in the order their answers arrive.
+    are written, in the order their answers arrive. While it runs, the garbage collector is
+    set for it: the objects that existed before it are left out of its scans (`gc.freeze()`),
+    and its young generation is collected less often; both are undone when it ends.
 
     Args:
         input: The Batch API JSONL input file.
