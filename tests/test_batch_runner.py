@@ -328,7 +328,7 @@ def test_progress_false_is_silent(
 async def test_run_async_stops_gracefully_when_cancelled(tmp_path: Path) -> None:
     ids = write_input(tmp_path / "in.jsonl", 40)
     out = tmp_path / "out.jsonl"
-    threshold = gc.get_threshold()
+    threshold, frozen = gc.get_threshold(), gc.get_freeze_count()
     async with LocalServer() as server:
         server.enqueue(*[Reply(delay=0.2) for _ in range(40)])
         chat = AsyncChat(base_url=server.base_url, api_key="k")
@@ -337,11 +337,11 @@ async def test_run_async_stops_gracefully_when_cancelled(tmp_path: Path) -> None
         )
         while len(server.requests) < 6:
             await asyncio.sleep(0.01)
-        assert gc.get_freeze_count() > 0  # the heap from before the run, kept out of the GC
+        assert gc.get_freeze_count() > frozen  # the heap from before the run, out of the GC
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        assert gc.get_freeze_count() == 0  # and given back, however the run ended
+        assert gc.get_freeze_count() <= frozen  # and given back, however the run ended
         assert gc.get_threshold() == threshold
         sent = len(server.requests)
         assert sent < 40
@@ -409,13 +409,15 @@ def _collector_during_run(tmp_path: Path, *, lines: int = 3) -> list[tuple[int, 
 
 
 def test_a_run_sets_the_collector_for_itself_and_back(tmp_path: Path) -> None:
-    assert gc.isenabled() and gc.get_freeze_count() == 0
+    # (Python 3.12.1 starts with a few hundred objects frozen: the baseline is what is there.)
+    frozen = gc.get_freeze_count()
+    assert gc.isenabled()
     before = gc.get_threshold()
     seen = _collector_during_run(tmp_path)
     # What existed before the run is frozen out of the scans; the young generation is
     # collected less often.
-    assert seen and all(count > 0 and young == 10_000 for count, young in seen)
-    assert gc.get_freeze_count() == 0 and gc.get_threshold() == before  # all given back
+    assert seen and all(count > frozen and young == 10_000 for count, young in seen)
+    assert gc.get_freeze_count() <= frozen and gc.get_threshold() == before  # given back
 
 
 def test_a_run_leaves_the_collector_alone_when_the_application_set_it(tmp_path: Path) -> None:

@@ -203,6 +203,10 @@ def _display(progress: bool, total: int | None, initial: int) -> Any:
 # live until its answer is written, so at the default (700 on most Pythons) a collection ran
 # every few lines, scanning the requests in flight each time.
 _RUN_GC_THRESHOLD = 10_000
+# What the permanent generation holds before anyone froze anything: 0, but some interpreters
+# (CPython 3.12.1: a few hundred objects) start with objects in it. More than this at the
+# start of a run means the application (or another run) froze its heap: leave it be.
+_FROZEN_AT_START = gc.get_freeze_count() if hasattr(gc, "get_freeze_count") else 0
 
 
 class _QuietCollector:
@@ -223,8 +227,12 @@ class _QuietCollector:
     def __init__(self) -> None:
         self._saved: tuple[int, ...] | None = None
         self._ours: tuple[int, ...] | None = None
-        if not hasattr(gc, "freeze") or not gc.isenabled() or gc.get_freeze_count():
-            return  # (PyPy's collector has no `freeze`)
+        if (
+            not hasattr(gc, "freeze")  # (PyPy's collector has none)
+            or not gc.isenabled()
+            or gc.get_freeze_count() > _FROZEN_AT_START
+        ):
+            return
         gc.freeze()
         self._saved = saved = gc.get_threshold()
         if 0 < saved[0] < _RUN_GC_THRESHOLD:
