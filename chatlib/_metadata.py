@@ -13,8 +13,6 @@ from collections.abc import Mapping
 
 import attrs
 
-from chatlib._headers import header
-
 __all__ = ["RateLimits", "parse_duration"]
 
 _UNIT_SECONDS = {
@@ -86,22 +84,21 @@ class RateLimits:
     @classmethod
     def from_headers(cls, headers: Mapping[str, str]) -> RateLimits:
         """Read the `x-ratelimit-*` headers (any case)."""
-        # One pass over the names: most servers send none of these, and a missing name
-        # would otherwise cost a scan of every header (`header` on a plain dict).
-        present = {name.lower() for name in headers if name[:12].lower() == _PREFIX}
-        if not present:
+        # One pass over the headers (most servers send none of these), keeping the first
+        # value of each name, as a case-insensitive lookup would.
+        found: dict[str, str] = {}
+        for name, text in headers.items():
+            if name[:12].lower() == _PREFIX:
+                found.setdefault(name.lower(), text)
+        if not found:
             return _NONE
-
-        def value(name: str) -> str | None:
-            return header(headers, name) if name in present else None
-
         return cls(
-            limit_requests=_count(value("x-ratelimit-limit-requests")),
-            limit_tokens=_count(value("x-ratelimit-limit-tokens")),
-            remaining_requests=_count(value("x-ratelimit-remaining-requests")),
-            remaining_tokens=_count(value("x-ratelimit-remaining-tokens")),
-            reset_requests=parse_duration(value("x-ratelimit-reset-requests")),
-            reset_tokens=parse_duration(value("x-ratelimit-reset-tokens")),
+            limit_requests=_count(found.get("x-ratelimit-limit-requests")),
+            limit_tokens=_count(found.get("x-ratelimit-limit-tokens")),
+            remaining_requests=_count(found.get("x-ratelimit-remaining-requests")),
+            remaining_tokens=_count(found.get("x-ratelimit-remaining-tokens")),
+            reset_requests=parse_duration(found.get("x-ratelimit-reset-requests")),
+            reset_tokens=parse_duration(found.get("x-ratelimit-reset-tokens")),
         )
 
     def __bool__(self) -> bool:
