@@ -46,6 +46,18 @@ def kill_when_written(directory: Path, count: int, kill: Any) -> threading.Threa
     return thread
 
 
+def wait_for_busy(busy: Any) -> int | None:
+    """A worker process running a partition now (so the kill loses requests in flight),
+    waiting up to 10 s for one; `None` if none was seen."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        workers = busy()
+        if workers:
+            return int(workers[0])
+        time.sleep(0.005)
+    return None
+
+
 def summary_of(summary: Any) -> dict[str, Any]:
     return {
         name: getattr(summary, name)
@@ -83,14 +95,21 @@ def main() -> None:
         def runner(source: Path, target: Path, url: str, **kwargs: Any) -> Any:
             return run_dask(source, target, client=client, chat=AsyncChat(base_url=url), **kwargs)
 
-        pids = list(client.run(os.getpid).values())
         result["workers_guarded"] = all(
             client.run(lambda: __import__("sitecustomize").installed()).values()
         )
 
+        pid_of = dict(client.run(os.getpid))
+
+        def busy_workers() -> list[int]:
+            return [pid_of[address] for address, keys in client.processing().items() if keys]
+
         def kill() -> None:
+            victim = wait_for_busy(busy_workers)
             result["killed_at_lines"] = lines_in(work / "kill")
-            os.kill(pids[0], signal.SIGKILL)
+            result["killed_pid"] = victim
+            if victim is not None:
+                os.kill(victim, signal.SIGKILL)
 
     else:
         import ray
@@ -115,10 +134,11 @@ def main() -> None:
         result["workers_guarded"] = all(ray.get([guarded.remote() for _ in range(4)]))
 
         def kill() -> None:
-            workers = ray_partition_workers()
+            victim = wait_for_busy(ray_partition_workers)
             result["killed_at_lines"] = lines_in(work / "kill")
-            if workers:
-                os.kill(workers[0], signal.SIGKILL)
+            result["killed_pid"] = victim
+            if victim is not None:
+                os.kill(victim, signal.SIGKILL)
 
     same = runner(work / "mixed.jsonl", work / "same", echo_url, partitions=5, concurrency=4)
     result["same"] = summary_of(same)
@@ -132,7 +152,7 @@ def main() -> None:
     again = runner(work / "kill.jsonl", work / "kill", slow_url)
     result["kill_again"] = summary_of(again)
     if engine == "dask":
-        result["worker_restarted"] = pids[0] not in client.run(os.getpid).values()
+        result["worker_restarted"] = result["killed_pid"] not in client.run(os.getpid).values()
         client.close()
         cluster.close()
     else:

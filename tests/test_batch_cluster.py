@@ -171,6 +171,7 @@ def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(
     engine_run: tuple[str, Path, dict[str, Any]],
 ) -> None:
     engine, work, result = engine_run
+    assert result["killed_pid"] is not None, "no worker was seen running a partition"
     assert result["killed_at_lines"] < KILL_LINES, "the kill came too late"
     assert result["kill_again"]["complete"]
     assert_exactly_once(
