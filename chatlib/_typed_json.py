@@ -375,8 +375,32 @@ def _first_failure(exc: BaseException) -> tuple[Path, str]:
             pass
     if isinstance(exc, cattrs.BaseValidationError):
         for leaf, path in _leaves(exc, ()):
-            return path, f"{type(leaf).__name__}: {leaf}"
-    return (), f"{type(exc).__name__}: {exc}"
+            return _validated_attribute(leaf, path)
+    return _validated_attribute(exc, ())
+
+
+def _validated_attribute(exc: BaseException, path: Path) -> tuple[Path, str]:
+    """Where an attrs validator failed: its attribute added to `path`, and its message.
+
+    attrs calls each validator as `validator(instance, attribute, value)` from the class's
+    `__init__`, after cattrs has converted every field, so cattrs cannot say which field it
+    was; the attribute is in the exception's arguments (attrs' own validators put it there)
+    or among the arguments of a frame the exception went through (any validator)."""
+    attribute = next((a for a in exc.args if isinstance(a, attrs.Attribute)), None)
+    traceback = exc.__traceback__
+    while attribute is None and traceback is not None:
+        code = traceback.tb_frame.f_code
+        arguments = code.co_varnames[: code.co_argcount]
+        values = traceback.tb_frame.f_locals
+        attribute = next(
+            (values[a] for a in arguments if isinstance(values.get(a), attrs.Attribute)),
+            None,
+        )
+        traceback = traceback.tb_next
+    if attribute is None:
+        return path, f"{type(exc).__name__}: {exc}"
+    first = exc.args[0] if exc.args and isinstance(exc.args[0], str) else str(exc)
+    return (*path, attribute.name), f"{type(exc).__name__}: {first}"
 
 
 def _leaves(exc: BaseException, path: Path) -> Iterator[tuple[BaseException, Path]]:

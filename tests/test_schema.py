@@ -492,14 +492,39 @@ def test_a_union_member_is_chosen_by_its_schema() -> None:
     assert structure(address, Union[Node, Address], strict=True) == Address("a", "1", [])
 
 
-def test_an_attrs_validator_failure_names_its_field() -> None:
-    @attrs.define
-    class Positive:
-        n: int = attrs.field(validator=attrs.validators.gt(0))
+def _even(instance: Any, attribute: Any, value: int) -> None:
+    if value % 2:
+        raise ValueError("must be even")
 
+
+@attrs.define
+class Positive:
+    n: int = attrs.field(validator=attrs.validators.gt(0))
+
+
+@attrs.define
+class Even:
+    label: str
+    n: int = attrs.field(validator=[attrs.validators.instance_of(int), _even])
+
+
+@attrs.define
+class Checked:
+    items: list[Positive]
+    evens: list[Even]
+
+
+def test_an_attrs_validator_failure_names_its_field() -> None:
     with pytest.raises(SchemaError) as info:
         structure({"n": -1}, Positive, strict=True)
-    assert "'n' must be > 0" in info.value.reason  # attrs names the field in its message
+    assert info.value.path == ("n",)
+    assert info.value.reason == "ValueError: 'n' must be > 0: -1"
+    with pytest.raises(SchemaError) as info:
+        structure({"items": [{"n": 1}, {"n": 0}], "evens": []}, Checked, strict=True)
+    assert info.value.path == ("items", 1, "n")
+    with pytest.raises(SchemaError) as info:  # a validator of one's own: found in its frame
+        structure({"items": [], "evens": [{"label": "a", "n": 3}]}, Checked, strict=True)
+    assert (info.value.path, info.value.reason) == (("evens", 0, "n"), "ValueError: must be even")
 
 
 # ---------------------------------------------------------------- docstrings

@@ -216,6 +216,23 @@ def test_an_answer_that_does_not_match_names_the_first_field(
     assert info.value.tool_call_id is None
 
 
+@attrs.define
+class Team:
+    members: list[Address] = attrs.field(validator=attrs.validators.min_len(1))
+    size: int = attrs.field(validator=attrs.validators.gt(0), default=1)
+
+
+def test_an_attrs_validator_that_refuses_the_answer_names_its_field(
+    facade: FacadeDriver, server: LocalServer
+) -> None:
+    chat = facade.client(base_url=server.base_url)
+    server.enqueue(Reply.json({"members": [{"city": "Paris", "zip_code": "75"}], "size": 0}))
+    with pytest.raises(OutputValidationError) as info:
+        chat.parse(model="m", messages=MESSAGES, response_format=Team)
+    assert info.value.field == "size"
+    assert info.value.problem == "ValueError: 'size' must be > 0: 0"
+
+
 def test_a_class_strict_mode_cannot_express_fails_before_any_request(
     facade: FacadeDriver, server: LocalServer
 ) -> None:
