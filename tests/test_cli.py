@@ -832,6 +832,7 @@ def test_a_terminal_resized_mid_stream_changes_nothing(server: LocalServer, tmp_
 
 @pytest.mark.timeout(60)
 def test_ctrl_d_leaves_the_repl_at_a_terminal_cleanly(server: LocalServer, tmp_path: Path) -> None:
+    server.enqueue(Reply("Hello \x1b[2J\x1b[1;31mthere"))  # a server sending escapes
     env = guarded(tmp_path, TERM="dumb", NO_COLOR="1", CHATLIB_HISTORY="")
     terminal = on_terminal(["repl", "--base-url", server.base_url], env, tmp_path)
     try:
@@ -844,7 +845,7 @@ def test_ctrl_d_leaves_the_repl_at_a_terminal_cleanly(server: LocalServer, tmp_p
         terminal.close(wait=0)
         raise
     assert status == 0
-    assert answer.endswith("Echo: hello\n")
+    assert answer.endswith("Hello \\x1b[2J\\x1b[1;31mthere\n")  # shown, not obeyed
     assert "\x1b" not in answer + terminal.screen  # TERM=dumb: no escape sequence at all
     assert "Traceback" not in terminal.screen
     assert_no_guard_refusal(tmp_path)
