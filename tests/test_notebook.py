@@ -7,6 +7,7 @@ import asyncio
 import itertools
 import json
 import os
+import select
 import subprocess
 import sys
 import time
@@ -371,6 +372,32 @@ def test_display_outside_a_notebook_prints_the_text_as_it_arrives(
     final = facade.call(lambda: stream.raw.display())
     assert capsys.readouterr().out == "Echo: print me\n"
     assert final.text == "Echo: print me"
+
+
+def test_display_at_a_terminal_shows_escape_codes_instead_of_obeying_them(
+    facade: Any, server: LocalServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    answer = "red \x1b[31mtext\x1b[0m \x1b]0;title\x07\x1b[2J end"
+    server.enqueue(Reply(answer))
+    client = facade.client(base_url=server.base_url)
+    stream = client.stream(model="m", messages=[{"role": "user", "content": "Hi"}])
+    primary, secondary = os.openpty()  # standard output is a real terminal
+    try:
+        with open(secondary, "w", encoding="utf-8", closefd=False) as terminal:
+            monkeypatch.setattr(sys, "stdout", terminal)
+            final = facade.call(lambda: stream.raw.display())
+            monkeypatch.undo()
+        shown = b""
+        while not shown.endswith(b"\n"):
+            ready, _, _ = select.select([primary], [], [], 10)
+            assert ready, shown
+            shown += os.read(primary, 4096)
+    finally:
+        os.close(primary)
+        os.close(secondary)
+    # The terminal shows the escapes as text (and ends the line with its own CR LF).
+    assert shown.decode() == "red \\x1b[31mtext\\x1b[0m \\x1b]0;title\\x07\\x1b[2J end\r\n"
+    assert final.text == answer  # the completion keeps what the server sent
 
 
 def test_ctrl_c_during_display_closes_the_stream_and_keeps_what_arrived(

@@ -8,10 +8,11 @@ from __future__ import annotations
 import argparse
 import codecs
 import os
-import re
 import sys
 from collections.abc import Callable
 from typing import Any, TextIO
+
+from chatlib._terminal import shown_on
 
 __all__ = [
     "API_ERROR",
@@ -88,29 +89,6 @@ def report(error: BaseException, *, prog: str = "chatlib") -> None:
 
 
 # ---------------------------------------------------------------- text at the terminal
-
-# What a terminal would act on instead of showing: C0 controls but tab and line feed, a
-# carriage return that does not end a line, DEL and the C1 controls (U+009B is a CSI).
-_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]|\r(?!\n)")
-
-
-def _escaped(text: str) -> str:
-    return _CONTROL.sub(lambda match: f"\\x{ord(match.group()):02x}", text)
-
-
-def _as_is(text: str) -> str:
-    return text
-
-
-def shown_on(stream: TextIO) -> Callable[[str], str]:
-    """How text a server wrote is written to `stream`: at a terminal, its control characters
-    as `\\x1b`-style escapes (so an answer cannot recolour, retitle, clear or rewrite the
-    screen, nor ring the bell); elsewhere (a file, a pipe) exactly as it is."""
-    try:
-        at_terminal = stream.isatty()
-    except (AttributeError, ValueError, OSError):
-        at_terminal = False
-    return _escaped if at_terminal else _as_is
 
 
 def prepare_output() -> None:
