@@ -953,4 +953,11 @@ class LiveView:
                 out.write("\n")
                 out.flush()
             return
-        self._render(_status_of(error))
+        status = _status_of(error)
+        try:
+            self._render(status)
+        except KeyboardInterrupt:
+            # Ctrl-C pressed again while this last update went out: it goes out once more,
+            # so the output does not stay "streaming…"; the interrupt goes on.
+            self._render(status)
+            raise

@@ -231,6 +231,32 @@ def test_interrupting_a_live_display_in_a_real_kernel(
     assert text.strip() == last["text/plain"].strip()
 
 
+def test_the_stop_button_pressed_twice_in_a_real_kernel(
+    kernel: Kernel, slow_server: SlowStreamServer
+) -> None:
+    code = (
+        "from chatlib import SyncChat\n"
+        f"chat = SyncChat(base_url={slow_server.base_url!r})\n"
+        "stream = chat.stream(model='m', messages=[{'role': 'user', 'content': 'Hi'}])\n"
+        "stream.display()\n"
+    )
+    see_w3 = shows("w3 ")
+
+    def twice(message: dict[str, Any]) -> bool:
+        if see_w3(message):
+            kernel.manager.interrupt_kernel()  # and `run` presses once more, at once
+            return True
+        return False
+
+    messages, reply = kernel.run(code, interrupt_when=twice)
+    assert (reply["status"], reply["ename"]) == ("error", "KeyboardInterrupt")
+    last = displays(messages)[-1]
+    assert last["text/markdown"].endswith("· *interrupted: what arrived is kept*\n")
+    assert slow_server.disconnected.get(timeout=10) < 400
+    _, reply = kernel.run("assert repr(stream).startswith('<ChatStream closed')")
+    assert reply["status"] == "ok"
+
+
 def test_displays_in_a_real_kernel_are_markdown_and_html_without_the_key(
     kernel: Kernel,
 ) -> None:

@@ -417,6 +417,65 @@ def test_ctrl_c_during_display_closes_the_stream_and_keeps_what_arrived(
     assert last["text/markdown"].endswith("· *interrupted: what arrived is kept*\n")
 
 
+class InterruptedHandle:
+    """A display handle where Ctrl-C lands while updates go out: the attempts numbered in
+    `interrupted` (from 1) raise `KeyboardInterrupt` instead of showing anything."""
+
+    def __init__(self, interrupted: set[int]) -> None:
+        self.interrupted = interrupted
+        self.attempts = 0
+        self.shown: list[dict[str, str]] = []
+
+    def display(self, obj: Any, **kwargs: Any) -> None:
+        self._show(obj)
+
+    def update(self, obj: Any, **kwargs: Any) -> None:
+        self._show(obj)
+
+    def _show(self, obj: dict[str, str]) -> None:
+        self.attempts += 1
+        if self.attempts in self.interrupted:
+            raise KeyboardInterrupt
+        self.shown.append(obj)
+
+
+def test_ctrl_c_pressed_twice_still_marks_the_output_interrupted(
+    facade: Any, server: LocalServer
+) -> None:
+    server.enqueue(Reply(" ".join(f"w{i}" for i in range(200)), piece_delay=0.01))
+    client = facade.client(base_url=server.base_url)
+    stream = client.stream(model="m", messages=[{"role": "user", "content": "Hi"}])
+    handle = InterruptedHandle({3, 4})  # the second lands on the update that says so
+    with pytest.raises(KeyboardInterrupt):
+        facade.call(lambda: stream.raw.display(handle=handle))
+    assert repr(stream.raw).startswith(f"<{type(stream.raw).__name__} closed")
+    assert handle.shown[-1]["text/markdown"].endswith("· *interrupted: what arrived is kept*\n")
+    assert handle.shown[-1]["text/plain"] == stream.raw.accumulated.text
+
+
+def test_ctrl_c_landing_while_the_stream_closes_still_marks_the_output(
+    server: LocalServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from chatlib import ChatStream
+
+    close = ChatStream.close
+
+    def interrupted_close(self: ChatStream) -> None:
+        close(self)
+        raise KeyboardInterrupt  # pressed again while the connection was being closed
+
+    server.enqueue(Reply(" ".join(f"w{i}" for i in range(200)), piece_delay=0.01))
+    with SyncChat(base_url=server.base_url) as chat:
+        stream = chat.stream(model="m", messages=[{"role": "user", "content": "Hi"}])
+        handle = FakeHandle(interrupt_at=3)
+        monkeypatch.setattr(ChatStream, "close", interrupted_close)
+        with pytest.raises(KeyboardInterrupt):
+            stream.display(handle=handle)
+        monkeypatch.undo()
+        assert handle.last["text/markdown"].endswith("· *interrupted: what arrived is kept*\n")
+        assert repr(stream).startswith("<ChatStream closed")
+
+
 async def test_cancelling_an_async_display_closes_the_stream_and_keeps_what_arrived(
     server: LocalServer,
 ) -> None:
