@@ -246,8 +246,10 @@ class AsyncChatStream(StreamBase[AsyncResponse], AsyncIterator[CreateChatComplet
             async for chunk in self:
                 view.chunk(chunk)
         except BaseException as exc:
-            await self.aclose()
-            view.end(exc)
+            try:
+                await self.aclose()
+            finally:  # even when Ctrl-C, pressed again, lands in the close
+                view.end(exc)
             raise
         view.end()
         return self.accumulated

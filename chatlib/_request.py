@@ -150,6 +150,54 @@ def _unencodable_field(request: CreateChatCompletionRequest, body: Mapping[str, 
     return "request"
 
 
+def _holds_surrogate(value: Any) -> bool:
+    try:
+        _encode_json(value).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _utf8(payload: str, blame: Callable[[], str]) -> bytes:
+    """`payload` as UTF-8; a lone surrogate (text decoded with `surrogateescape`, half of a
+    UTF-16 pair) cannot be, and is the fault of the argument `blame()` names."""
+    try:
+        return payload.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        char = exc.object[exc.start]
+        raise InvalidArgumentError(
+            blame(),
+            f"cannot be sent: it holds {char!r}, a lone surrogate, which is not text"
+            " (bytes decoded with errors='surrogateescape', or half of a UTF-16 pair)",
+        ) from None
+
+
+def _surrogate_field(request: CreateChatCompletionRequest, body: Mapping[str, Any]) -> str:
+    """The argument holding a lone surrogate (an error path only): `messages[i].key` for a
+    message's field."""
+    extra_keys = set(request.extra_body or ())
+    for key, value in body.items():
+        if not _holds_surrogate(value):
+            continue
+        if key == "messages" and isinstance(value, list):
+            for index, message in enumerate(value):
+                if isinstance(message, Mapping):
+                    for name, part in message.items():
+                        if _holds_surrogate(part):
+                            return f"messages[{index}].{name}"
+        return "extra_body" if key in extra_keys else key
+    return "request"
+
+
+def _surrogate_key(body: Any) -> str:
+    """The top-level key of a JSON body that holds a lone surrogate (an error path only)."""
+    if isinstance(body, Mapping):
+        for key, value in body.items():
+            if _holds_surrogate(value):
+                return str(key)
+    return "body"
+
+
 def base_headers(config: ClientConfig, endpoint: Endpoint, *, accept: str) -> dict[str, str]:
     """The headers every request of a client carries before its defaults: what it accepts,
     the user agent, a fixed credential (a provider's is added per attempt), organization
@@ -181,7 +229,7 @@ def build_http_request(
     payload = None
     if body is not None:
         headers = {"Content-Type": "application/json", **headers}
-        payload = _encode_json(body).encode("utf-8")
+        payload = _utf8(_encode_json(body), lambda: _surrogate_key(body))
     headers.update(config.default_headers)
     return HttpRequest(
         method=method,
@@ -229,7 +277,10 @@ def build_request(
     endpoint: Endpoint = OPENAI,
 ) -> HttpRequest:
     """Validate `request` and turn it into an `HttpRequest` for `config`'s server."""
-    payload = encoded_body(request, stream=stream)
+    payload = _utf8(
+        encoded_body(request, stream=stream),
+        lambda: _surrogate_field(request, request_body(request, stream=stream)),
+    )
     headers: dict[str, str] = {
         "Content-Type": "application/json",
         **base_headers(
@@ -247,7 +298,7 @@ def build_request(
         method="POST",
         url=join_url(config.base_url, path, query),
         headers=headers,
-        body=payload.encode("utf-8"),
+        body=payload,
         timeout=timeout or config.timeout,
         stream=stream,
     )

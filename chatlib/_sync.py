@@ -206,8 +206,10 @@ class ChatStream(StreamBase[SyncResponse], Iterator[CreateChatCompletionChunk]):
             for chunk in self:
                 view.chunk(chunk)
         except BaseException as exc:
-            self.close()
-            view.end(exc)
+            try:
+                self.close()
+            finally:  # even when Ctrl-C, pressed again, lands in the close
+                view.end(exc)
             raise
         view.end()
         return self.accumulated

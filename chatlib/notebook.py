@@ -18,8 +18,9 @@ Jupyter calls when a value ends a cell (or is passed to `display`).
 
 `LiveView` is what `stream.display()` drives: one IPython display handle updated in place, at
 most `1 / MIN_INTERVAL` times a second, and a final update with the footer; outside a
-notebook it prints the text as it arrives. IPython is imported only when a live view is
-opened in a running kernel, never by `import chatlib`.
+notebook it prints the text as it arrives (at a terminal, its control characters as
+escapes). IPython is imported only when a live view is opened in a running kernel, never by
+`import chatlib`.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 from chatlib._headers import REDACTED, is_credential
+from chatlib._terminal import shown_on
 
 if TYPE_CHECKING:
     from chatlib._model_base import Model
@@ -904,6 +906,7 @@ class LiveView:
         self._out = out
         self._throttle = Throttle(interval, clock)
         self._shown = False
+        self._shown_on_out: Callable[[str], str] | None = None
         self._wrote_text = False
         self.updates = 0
 
@@ -933,7 +936,9 @@ class LiveView:
             text = chunk.text
             if text:
                 out = self._out or sys.stdout
-                out.write(text)
+                if self._shown_on_out is None:  # at a terminal, control characters shown
+                    self._shown_on_out = shown_on(out)
+                out.write(self._shown_on_out(text))
                 out.flush()
                 self._wrote_text = True
             return
@@ -948,4 +953,11 @@ class LiveView:
                 out.write("\n")
                 out.flush()
             return
-        self._render(_status_of(error))
+        status = _status_of(error)
+        try:
+            self._render(status)
+        except KeyboardInterrupt:
+            # Ctrl-C pressed again while this last update went out: it goes out once more,
+            # so the output does not stay "streaming…"; the interrupt goes on.
+            self._render(status)
+            raise

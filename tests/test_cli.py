@@ -737,3 +737,252 @@ def test_batch_is_a_subcommand_of_chatlib(tmp_path: Path) -> None:
         {"role": "system", "content": "Be brief."},
         {"role": "user", "content": "second"},
     ]
+
+
+# ---------------------------------------------------------------- what a terminal shows
+
+# These start the command with the loopback guard loaded: it may connect to loopback only.
+
+
+def guarded(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """The environment of a command under test: no OpenAI or chatlib setting, the loopback
+    guard loaded (its refusals logged to `tmp_path / "guard.log"`), plus `extra`."""
+    from batch_support import guarded_env
+
+    env = guarded_env(tmp_path / "guard.log")
+    env = {k: v for k, v in env.items() if not k.startswith(("OPENAI_", "CHATLIB_"))}
+    env.update(extra)
+    return env
+
+
+def assert_no_guard_refusal(tmp_path: Path) -> None:
+    from batch_support import guard_refusals
+
+    assert guard_refusals(tmp_path / "guard.log") == ""
+
+
+def on_terminal(args: list[str], env: dict[str, str], cwd: Path) -> Terminal:
+    return Terminal([str(CHATLIB_SCRIPT), *args], env, cwd)
+
+
+@pytest.mark.timeout(60)
+def test_ctrl_c_typed_at_a_terminal_mid_stream_exits_130_keeping_the_text(
+    server: LocalServer, tmp_path: Path
+) -> None:
+    server.enqueue(slow_reply())
+    env = guarded(tmp_path, TERM="dumb")
+    terminal = on_terminal(["chat", "go", "--base-url", server.base_url], env, tmp_path)
+    try:
+        terminal.expect("w3 ")
+        terminal.type("\x03")  # the terminal sends SIGINT to the whole process group
+        shown = terminal.expect("chatlib: interrupted\n")
+    except BaseException:
+        terminal.close(wait=0)
+        raise
+    assert terminal.close() == 130
+    assert "w199" not in shown and "Traceback" not in shown + terminal.screen
+    assert terminal.screen == ""  # nothing after the one-line report
+    assert_no_guard_refusal(tmp_path)
+
+
+@pytest.mark.timeout(60)
+def test_ctrl_c_at_a_terminal_before_the_answer_starts_exits_130(
+    server: LocalServer, tmp_path: Path
+) -> None:
+    server.enqueue(Reply("too late", delay=10))
+    env = guarded(tmp_path, TERM="dumb")
+    terminal = on_terminal(["chat", "go", "--base-url", server.base_url], env, tmp_path)
+    try:
+        deadline = time.monotonic() + 20
+        while not server.requests:  # the request is out: chatlib waits for the headers
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        terminal.type("\x03")
+        shown = terminal.expect("chatlib: interrupted\n")
+    except BaseException:
+        terminal.close(wait=0)
+        raise
+    assert terminal.close() == 130
+    assert "Traceback" not in shown and "too late" not in shown
+    assert_no_guard_refusal(tmp_path)
+
+
+@pytest.mark.timeout(60)
+def test_a_terminal_resized_mid_stream_changes_nothing(server: LocalServer, tmp_path: Path) -> None:
+    import fcntl
+    import struct
+    import termios
+
+    server.enqueue(slow_reply(words=30, delay=0.02))
+    env = guarded(tmp_path, TERM="xterm-256color")
+    terminal = on_terminal(["chat", "go", "--base-url", server.base_url], env, tmp_path)
+    try:
+        terminal.expect("w3 ")
+        for rows, cols in ((10, 20), (50, 200)):
+            fcntl.ioctl(terminal.primary, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+            os.killpg(terminal.process.pid, signal.SIGWINCH)  # what the terminal sends
+        rest = terminal.expect("w29\n")
+    except BaseException:
+        terminal.close(wait=0)
+        raise
+    assert terminal.close() == 0
+    assert "w28 " in rest and "\x1b" not in rest
+    assert_no_guard_refusal(tmp_path)
+
+
+@pytest.mark.timeout(60)
+def test_ctrl_d_leaves_the_repl_at_a_terminal_cleanly(server: LocalServer, tmp_path: Path) -> None:
+    server.enqueue(Reply("Hello \x1b[2J\x1b[1;31mthere"))  # a server sending escapes
+    env = guarded(tmp_path, TERM="dumb", NO_COLOR="1", CHATLIB_HISTORY="")
+    terminal = on_terminal(["repl", "--base-url", server.base_url], env, tmp_path)
+    try:
+        terminal.expect("you> ")
+        terminal.type("hello\n")
+        answer = terminal.expect("you> ")
+        terminal.type("\x04")
+        status = terminal.close()
+    except BaseException:
+        terminal.close(wait=0)
+        raise
+    assert status == 0
+    assert answer.endswith("Hello \\x1b[2J\\x1b[1;31mthere\n")  # shown, not obeyed
+    assert "\x1b" not in answer + terminal.screen  # TERM=dumb: no escape sequence at all
+    assert "Traceback" not in terminal.screen
+    assert_no_guard_refusal(tmp_path)
+
+
+def test_the_repl_ends_at_the_end_of_piped_input(server: LocalServer, tmp_path: Path) -> None:
+    done = subprocess.run(
+        [str(CHATLIB_SCRIPT), "repl", "--base-url", server.base_url],
+        input="only line\n",  # and then end of input, no /exit
+        env=guarded(tmp_path),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Echo: only line\n" in done.stdout
+    assert "Traceback" not in done.stderr
+    assert_no_guard_refusal(tmp_path)
+
+
+def test_piped_into_head_the_command_stops_quietly(server: LocalServer, tmp_path: Path) -> None:
+    server.enqueue(slow_reply(words=100, delay=0.01))
+    chat = subprocess.Popen(
+        chat_cmd("go", "--base-url", server.base_url),
+        env=guarded(tmp_path),
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert chat.stdout is not None
+    head = subprocess.run(
+        ["head", "-c", "5"], stdin=chat.stdout, capture_output=True, timeout=30, check=True
+    )
+    chat.stdout.close()  # only head reads it: `chatlib chat go | head -c 5`
+    _, errors = chat.communicate(timeout=30)
+    assert head.stdout == b"w0 w1"
+    assert chat.returncode == 141
+    assert errors == b""  # no traceback, no "Exception ignored ... BrokenPipeError"
+    assert_no_guard_refusal(tmp_path)
+
+
+ESCAPES = "Hi \x1b[31mred\x1b[0m \x1b]0;owned\x07\x1b[2J\x9b1A\x08\x08ok\rover\r\nend\ttab"
+
+
+@pytest.mark.timeout(60)
+def test_at_a_terminal_escape_codes_in_an_answer_are_shown_not_obeyed(
+    server: LocalServer, tmp_path: Path
+) -> None:
+    server.enqueue(
+        Reply(ESCAPES), ErrorReply(400, "bad \x1b]52;c;b3duZWQ=\x07"), Reply(refusal="no\x1b[8m")
+    )
+    env = guarded(tmp_path, TERM="xterm-256color")
+    shown = []
+    for expected in ("tab\n", "request_id=req_", "\\x1b[8m\n"):
+        terminal = on_terminal(["chat", "go", "--base-url", server.base_url], env, tmp_path)
+        try:
+            shown.append(terminal.expect(expected) + expected)
+        finally:
+            terminal.close()
+    answer, error, refusal = shown
+    # A lone carriage return is shown, the one ending a line kept (the terminal adds its
+    # own before each line feed, which `Terminal` reads back as "\n": hence "\r\n" here).
+    assert answer == (
+        "Hi \\x1b[31mred\\x1b[0m \\x1b]0;owned\\x07\\x1b[2J\\x9b1A\\x08\\x08"
+        "ok\\x0dover\r\nend\ttab\n"
+    )
+    assert "BadRequestError: 400 Bad Request: bad \\x1b]52;c;b3duZWQ=\\x07 (type=" in error
+    assert refusal.endswith("the model refused: no\\x1b[8m\n")
+    for text in shown:
+        assert "\x1b" not in text and "\x07" not in text and "\x9b" not in text
+    assert_no_guard_refusal(tmp_path)
+
+
+def test_piped_the_answer_is_written_exactly(server: LocalServer, tmp_path: Path) -> None:
+    server.enqueue(Reply(ESCAPES))
+    done = subprocess.run(
+        chat_cmd("go", "--base-url", server.base_url),
+        env=guarded(tmp_path),
+        cwd=tmp_path,
+        capture_output=True,
+        timeout=60,
+    )
+    assert done.returncode == 0
+    assert done.stdout == (ESCAPES + "\n").encode()  # a file gets the text as it came
+    assert_no_guard_refusal(tmp_path)
+
+
+def ascii_locale(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """A C locale where Python keeps ASCII (`PYTHONUTF8=0`), `PYTHONIOENCODING` unset."""
+    env = guarded(tmp_path, TERM="dumb")
+    for name in list(env):
+        if name.startswith(("LC_", "LANG", "PYTHONIOENCODING", "PYTHONUTF8")):
+            del env[name]
+    env.update(LC_ALL="C", **extra)
+    return env
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    ("utf8_mode", "expected"),
+    [("0", "smile \\U0001f600 caf\\xe9"), ("", "smile 😀 café")],
+    ids=["ascii", "c-locale-utf8-mode"],
+)
+def test_an_emoji_answer_in_a_c_locale_never_crashes(
+    utf8_mode: str, expected: str, server: LocalServer, tmp_path: Path
+) -> None:
+    extra = {"PYTHONUTF8": utf8_mode} if utf8_mode else {}
+    env = ascii_locale(tmp_path, **extra)
+    server.enqueue(Reply("smile 😀 café"), Reply("smile 😀 café"))
+    terminal = on_terminal(["chat", "café 😀", "--base-url", server.base_url], env, tmp_path)
+    try:
+        shown = terminal.expect("\n")
+    finally:
+        status = terminal.close()
+    assert (status, shown) == (0, expected)
+    # What was typed in that locale reaches the server as the UTF-8 text it was.
+    assert server.requests[0].json()["messages"][-1]["content"] == "café 😀"
+    as_json = subprocess.run(
+        chat_cmd("--json", "--base-url", server.base_url),
+        input="café 😀\n".encode(),
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        timeout=60,
+    )
+    assert as_json.returncode == 0, as_json.stderr
+    assert json.loads(as_json.stdout)["choices"][0]["message"]["content"] == "smile 😀 café"
+    assert server.requests[1].json()["messages"][-1]["content"] == "café 😀"
+    repl = subprocess.run(
+        [str(CHATLIB_SCRIPT), "repl", "--base-url", server.base_url],
+        input="café 😀\n".encode(),
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        timeout=60,
+    )
+    assert repl.returncode == 0, repl.stderr
+    assert server.requests[2].json()["messages"][-1]["content"] == "café 😀"
+    assert_no_guard_refusal(tmp_path)

@@ -54,6 +54,7 @@ CORE = [
     "_stored.py",
     "_stream.py",
     "_structured.py",
+    "_terminal.py",
     "_tool_loop.py",
     "_tools.py",
     "_typed_json.py",

@@ -7,6 +7,7 @@ import asyncio
 import itertools
 import json
 import os
+import select
 import subprocess
 import sys
 import time
@@ -373,6 +374,32 @@ def test_display_outside_a_notebook_prints_the_text_as_it_arrives(
     assert final.text == "Echo: print me"
 
 
+def test_display_at_a_terminal_shows_escape_codes_instead_of_obeying_them(
+    facade: Any, server: LocalServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    answer = "red \x1b[31mtext\x1b[0m \x1b]0;title\x07\x1b[2J end"
+    server.enqueue(Reply(answer))
+    client = facade.client(base_url=server.base_url)
+    stream = client.stream(model="m", messages=[{"role": "user", "content": "Hi"}])
+    primary, secondary = os.openpty()  # standard output is a real terminal
+    try:
+        with open(secondary, "w", encoding="utf-8", closefd=False) as terminal:
+            monkeypatch.setattr(sys, "stdout", terminal)
+            final = facade.call(lambda: stream.raw.display())
+            monkeypatch.undo()
+        shown = b""
+        while not shown.endswith(b"\n"):
+            ready, _, _ = select.select([primary], [], [], 10)
+            assert ready, shown
+            shown += os.read(primary, 4096)
+    finally:
+        os.close(primary)
+        os.close(secondary)
+    # The terminal shows the escapes as text (and ends the line with its own CR LF).
+    assert shown.decode() == "red \\x1b[31mtext\\x1b[0m \\x1b]0;title\\x07\\x1b[2J end\r\n"
+    assert final.text == answer  # the completion keeps what the server sent
+
+
 def test_ctrl_c_during_display_closes_the_stream_and_keeps_what_arrived(
     facade: Any, server: LocalServer
 ) -> None:
@@ -388,6 +415,65 @@ def test_ctrl_c_during_display_closes_the_stream_and_keeps_what_arrived(
     last = handle.last  # the output was redrawn once more, saying what happened
     assert last["text/plain"] == kept
     assert last["text/markdown"].endswith("· *interrupted: what arrived is kept*\n")
+
+
+class InterruptedHandle:
+    """A display handle where Ctrl-C lands while updates go out: the attempts numbered in
+    `interrupted` (from 1) raise `KeyboardInterrupt` instead of showing anything."""
+
+    def __init__(self, interrupted: set[int]) -> None:
+        self.interrupted = interrupted
+        self.attempts = 0
+        self.shown: list[dict[str, str]] = []
+
+    def display(self, obj: Any, **kwargs: Any) -> None:
+        self._show(obj)
+
+    def update(self, obj: Any, **kwargs: Any) -> None:
+        self._show(obj)
+
+    def _show(self, obj: dict[str, str]) -> None:
+        self.attempts += 1
+        if self.attempts in self.interrupted:
+            raise KeyboardInterrupt
+        self.shown.append(obj)
+
+
+def test_ctrl_c_pressed_twice_still_marks_the_output_interrupted(
+    facade: Any, server: LocalServer
+) -> None:
+    server.enqueue(Reply(" ".join(f"w{i}" for i in range(200)), piece_delay=0.01))
+    client = facade.client(base_url=server.base_url)
+    stream = client.stream(model="m", messages=[{"role": "user", "content": "Hi"}])
+    handle = InterruptedHandle({3, 4})  # the second lands on the update that says so
+    with pytest.raises(KeyboardInterrupt):
+        facade.call(lambda: stream.raw.display(handle=handle))
+    assert repr(stream.raw).startswith(f"<{type(stream.raw).__name__} closed")
+    assert handle.shown[-1]["text/markdown"].endswith("· *interrupted: what arrived is kept*\n")
+    assert handle.shown[-1]["text/plain"] == stream.raw.accumulated.text
+
+
+def test_ctrl_c_landing_while_the_stream_closes_still_marks_the_output(
+    server: LocalServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from chatlib import ChatStream
+
+    close = ChatStream.close
+
+    def interrupted_close(self: ChatStream) -> None:
+        close(self)
+        raise KeyboardInterrupt  # pressed again while the connection was being closed
+
+    server.enqueue(Reply(" ".join(f"w{i}" for i in range(200)), piece_delay=0.01))
+    with SyncChat(base_url=server.base_url) as chat:
+        stream = chat.stream(model="m", messages=[{"role": "user", "content": "Hi"}])
+        handle = FakeHandle(interrupt_at=3)
+        monkeypatch.setattr(ChatStream, "close", interrupted_close)
+        with pytest.raises(KeyboardInterrupt):
+            stream.display(handle=handle)
+        monkeypatch.undo()
+        assert handle.last["text/markdown"].endswith("· *interrupted: what arrived is kept*\n")
+        assert repr(stream).startswith("<ChatStream closed")
 
 
 async def test_cancelling_an_async_display_closes_the_stream_and_keeps_what_arrived(

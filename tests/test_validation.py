@@ -14,6 +14,7 @@ from chatlib._request import build_request
 from chatlib._transports.fake import FakeTransport
 from chatlib.errors import ChatLibError, InvalidArgumentError
 from chatlib.models import ChatMessage, ChatRole, CreateChatCompletionRequest
+from chatlib.testing import LocalServer
 
 CONFIG = ClientConfig.resolve(base_url="http://127.0.0.1:9/v1")
 USER = {"role": "user", "content": "Hi"}
@@ -190,6 +191,36 @@ def test_nan_in_extra_body_names_extra_body() -> None:
     with pytest.raises(InvalidArgumentError) as info:
         plan(model="m", messages=[USER], extra_body={"top_k": math.nan})
     assert info.value.field == "extra_body"
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        (
+            {"messages": [USER, {"role": "user", "content": "caf\udcc3\udca9"}]},
+            "messages[1].content",
+        ),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "text", "text": "\ud83d"}]}]},
+            "messages[0].content",
+        ),
+        ({"messages": [USER], "user": "\udcff"}, "user"),
+        ({"messages": [USER], "extra_body": {"note": "\ud800"}}, "extra_body"),
+    ],
+    ids=["surrogate-escaped-bytes", "half-a-pair", "user", "extra-body"],
+)
+def test_a_lone_surrogate_is_rejected_before_sending_naming_the_field(
+    params: dict[str, Any], field: str, facade: Any, server: LocalServer
+) -> None:
+    # Text decoded with errors="surrogateescape" (argv or stdin in a non-UTF-8 locale), or
+    # half of a UTF-16 pair: it cannot be encoded as UTF-8, so it cannot be sent.
+    client = facade.client(base_url=server.base_url)
+    for call in (client.create, client.stream_all):
+        with pytest.raises(InvalidArgumentError) as info:
+            call(model="m", **params)
+        assert info.value.field == field
+        assert "lone surrogate" in str(info.value)
+    assert server.requests == []
 
 
 def test_extra_is_not_a_keyword_argument() -> None:

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from chatlib import __version__
-from chatlib.cli._common import guarded
+from chatlib.cli._common import guarded, prepare_output
 
 __all__ = ["build_parser", "command_modules", "main"]
 
@@ -52,6 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Usage errors exit through `SystemExit(2)`, as argparse does.
     """
+    prepare_output()
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "run", None) is None:  # bare `chatlib`: the demo, as it always was

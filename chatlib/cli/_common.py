@@ -6,10 +6,13 @@ Standard library only at import time: the clients load when a command runs.
 from __future__ import annotations
 
 import argparse
+import codecs
 import os
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TextIO
+
+from chatlib._terminal import shown_on
 
 __all__ = [
     "API_ERROR",
@@ -25,8 +28,12 @@ __all__ = [
     "add_sampling_options",
     "exit_status",
     "guarded",
+    "prepare_output",
     "report",
     "sampling_params",
+    "shown_on",
+    "typed_text",
+    "writes_unicode",
 ]
 
 OK = 0
@@ -73,11 +80,49 @@ def exit_status(error: BaseException) -> int:
 
 def report(error: BaseException, *, prog: str = "chatlib") -> None:
     """One line on standard error: `chatlib: ErrorClass: message` (no traceback)."""
+    shown = shown_on(sys.stderr)
     if isinstance(error, UsageError):
-        print(f"{prog}: error: {error}", file=sys.stderr)
+        print(f"{prog}: error: {shown(str(error))}", file=sys.stderr)
     else:
-        print(f"{prog}: {type(error).__name__}: {error}", file=sys.stderr)
+        print(f"{prog}: {type(error).__name__}: {shown(str(error))}", file=sys.stderr)
     sys.stderr.flush()
+
+
+# ---------------------------------------------------------------- text at the terminal
+
+
+def prepare_output() -> None:
+    """Make standard output and error write what their encoding cannot hold as
+    backslash escapes (`\\U0001f600` in an ASCII locale) instead of failing."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            try:
+                reconfigure(errors="backslashreplace")
+            except (ValueError, OSError):  # closed, or not a text wrapper after all
+                pass
+
+
+def writes_unicode(stream: TextIO) -> bool:
+    """Whether `stream`'s encoding holds every character (UTF-8, -16, -32)."""
+    try:
+        name = codecs.lookup(getattr(stream, "encoding", None) or "ascii").name
+    except LookupError:
+        return False
+    return name.startswith("utf")
+
+
+def typed_text(text: str, encoding: str | None) -> str:
+    """Text read from the command line or standard input, its undecodable bytes (kept by
+    Python as lone surrogates, `surrogateescape`) decoded as the UTF-8 terminals send, or
+    replaced by U+FFFD where they are not UTF-8."""
+    if not any("\ud800" <= char <= "\udfff" for char in text):
+        return text
+    try:
+        raw = text.encode(encoding or "utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate that is no escaped byte
+        return text.encode("utf-8", "replace").decode("utf-8")
+    return raw.decode("utf-8", "replace")
 
 
 def guarded(run: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:

@@ -18,6 +18,9 @@ from chatlib.cli._common import (
     add_client_options,
     add_sampling_options,
     sampling_params,
+    shown_on,
+    typed_text,
+    writes_unicode,
 )
 
 __all__ = ["register", "run"]
@@ -54,10 +57,10 @@ def register(commands: Any) -> None:
 def read_prompt(argument: str | None) -> str:
     """The prompt: `argument`, or standard input for `-` or no argument (when piped)."""
     if argument is not None and argument != "-":
-        return argument
+        return typed_text(argument, sys.getfilesystemencoding())
     if argument is None and sys.stdin.isatty():
         raise UsageError("no prompt: give one as an argument, or pipe it on standard input")
-    text = sys.stdin.read()
+    text = typed_text(sys.stdin.read(), sys.stdin.encoding)
     if text.endswith("\n"):
         text = text[:-1]
     if not text.strip():
@@ -76,12 +79,13 @@ def run(args: argparse.Namespace) -> int:
     messages.append({"role": "user", "content": prompt})
     params = sampling_params(args)
     out = sys.stdout
+    shown = shown_on(out)
     started = time.perf_counter()
     with SyncChat(base_url=args.base_url) as chat:
         if args.no_stream:
             completion = chat.create(model=args.model, messages=messages, **params)
             if not args.json:
-                out.write(completion.text + "\n")
+                out.write(shown(completion.text) + "\n")
         else:
             with chat.stream(
                 model=args.model,
@@ -91,14 +95,15 @@ def run(args: argparse.Namespace) -> int:
             ) as stream:
                 for text in stream.text_stream:
                     if not args.json:
-                        out.write(text)
+                        out.write(shown(text))
                         out.flush()
             completion = stream.accumulated
             if not args.json:
                 out.write("\n")
     elapsed = time.perf_counter() - started
     if args.json:
-        out.write(json.dumps(completion.to_dict(), ensure_ascii=False) + "\n")
+        plain = writes_unicode(out)  # else \u escapes: the JSON stays valid in any locale
+        out.write(json.dumps(completion.to_dict(), ensure_ascii=not plain) + "\n")
     out.flush()
     _notes(completion, elapsed, usage=args.usage)
     return 0
@@ -109,7 +114,8 @@ def _notes(completion: Any, elapsed: float, *, usage: bool) -> None:
     choice = completion.choices[0] if completion.choices else None
     message = choice.message if choice is not None else None
     if message is not None and message.refusal:
-        print(f"chatlib chat: the model refused: {message.refusal}", file=sys.stderr)
+        refusal = shown_on(sys.stderr)(message.refusal)
+        print(f"chatlib chat: the model refused: {refusal}", file=sys.stderr)
     if choice is not None and choice.finish_reason == "length":
         print("chatlib chat: the answer was cut off (finish_reason: length)", file=sys.stderr)
     if usage:

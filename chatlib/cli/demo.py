@@ -10,7 +10,7 @@ import sys
 import time
 from typing import Any, TextIO
 
-from chatlib.cli._common import add_model_option
+from chatlib.cli._common import add_model_option, shown_on
 
 __all__ = ["register", "run"]
 
@@ -53,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
 def _run_demo(base_url: str | None, model: str, out: TextIO) -> int:
     from chatlib import AsyncChat, ChatMessage, CreateChatCompletionRequest, SyncChat
 
+    shown = shown_on(out)
     with SyncChat(base_url=base_url) as chat:
         started = time.perf_counter()
         resp = chat.create(
@@ -72,7 +73,7 @@ def _run_demo(base_url: str | None, model: str, out: TextIO) -> int:
         ) as stream:
             pieces = 0
             for text in stream.text_stream:
-                out.write(text)
+                out.write(shown(text))
                 pieces += 1
         out.write(f"  ({pieces} chunks)\n")
 
@@ -87,7 +88,7 @@ def _run_demo(base_url: str | None, model: str, out: TextIO) -> int:
             async for chunk in achat.stream(
                 model=model, messages=[ChatMessage.user("Stream asynchronously")]
             ):
-                out.write(chunk.text)
+                out.write(shown(chunk.text))
             out.write("\n")
             results = await asyncio.gather(
                 *(

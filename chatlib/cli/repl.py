@@ -16,7 +16,14 @@ import os
 import sys
 from typing import Any
 
-from chatlib.cli._common import add_client_options, add_sampling_options, report, sampling_params
+from chatlib.cli._common import (
+    add_client_options,
+    add_sampling_options,
+    report,
+    sampling_params,
+    shown_on,
+    typed_text,
+)
 
 __all__ = ["PROMPT", "Conversation", "register", "run"]
 
@@ -121,12 +128,13 @@ def _answer(chat: Any, args: argparse.Namespace, conversation: Conversation) -> 
     from chatlib.errors import ChatLibError
 
     params = sampling_params(args)
+    shown = shown_on(sys.stdout)
     stream = None
     try:
         stream = chat.stream(model=args.model, messages=conversation.messages(), **params)
         with stream:
             for text in stream.text_stream:
-                sys.stdout.write(text)
+                sys.stdout.write(shown(text))
                 sys.stdout.flush()
         sys.stdout.write("\n")
     except KeyboardInterrupt:
@@ -158,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             while True:
                 try:
-                    line = input(PROMPT).strip()
+                    line = typed_text(input(PROMPT), sys.stdin.encoding).strip()
                 except EOFError:
                     sys.stdout.write("\n")
                     return 0
