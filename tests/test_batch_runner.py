@@ -222,8 +222,10 @@ def test_requests_per_minute_are_held_as_the_server_counts_them(tmp_path: Path) 
     assert len(arrivals) == 61
     rate_per_minute = 60 * (len(arrivals) - 1) / (arrivals[-1] - arrivals[0])
     assert 1200 * 0.95 <= rate_per_minute <= 1200 * 1.05
-    # No burst: any second of the run holds at most its share (20), plus the one opening it.
-    assert max(sum(1 for t in arrivals if s <= t < s + 1.0) for s in arrivals) <= 21
+    # No burst: any second of the run holds at most its share (20), plus the one opening it,
+    # plus one when the event loop started that one late by over a spacing (50 ms: seen on a
+    # loaded 2-core machine); a burst would put many more in one second.
+    assert max(sum(1 for t in arrivals if s <= t < s + 1.0) for s in arrivals) <= 22
 
 
 def test_tokens_per_minute_are_held_from_usage(tmp_path: Path) -> None:
