@@ -1,0 +1,225 @@
+"""A hostile or broken server, played on a raw socket on 127.0.0.1, against both clients.
+
+Complements `test_broken_http.py` (answers that are not HTTP), `test_deadlines.py` (headers
+trickled forever) and `test_fault_matrix.py` (scripted faults on the test server): here the
+answers are valid HTTP but odd (a redirect with an endless body or a `Location` that is not
+a URL, interim answers, empty bodies, answers closed after every call...). Whatever the
+bytes, a call ends by its total deadline, raises only chatlib errors, and leaves no socket
+open.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from chatlib import Timeout
+from chatlib.errors import APIStatusError, APITimeoutError
+from tests.conftest import FacadeDriver
+
+USER = [{"role": "user", "content": "Hi"}]
+KEY = "sk-live-hostile-0123456789"
+SLACK = 0.6  # what a call may run past its total deadline on a loaded machine
+HOLD = 5.0  # how long a hostile answer lasts at most: a client that waits for it fails, not hangs
+COMPLETION = (
+    b'{"id":"c","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,'
+    b'"message":{"role":"assistant","content":"hello"},"finish_reason":"stop"}]}'
+)
+OK = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+    % len(COMPLETION)
+    + COMPLETION
+)
+
+Handler = Callable[["RawServer", socket.socket, bytes], bool]
+"""Answers one request (its head, the body already read); returns whether to keep the
+connection for another request."""
+
+
+class RawServer:
+    """A thread per connection; each request read whole, then answered by `handler`."""
+
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
+        self.requests: list[bytes] = []  # the request lines, in order
+        self.stopping = threading.Event()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.1)
+        self.base_url = f"http://127.0.0.1:{self._listener.getsockname()[1]}/v1"
+        self._threads: list[threading.Thread] = []
+        self._start(self._accept)
+
+    def _start(self, target: Callable[..., None], *args: object) -> None:
+        thread = threading.Thread(target=target, args=args, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def _accept(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                connection, _ = self._listener.accept()
+            except OSError:
+                continue
+            self._start(self._serve, connection)
+
+    def _serve(self, connection: socket.socket) -> None:
+        with connection:
+            connection.settimeout(HOLD)
+            try:
+                pending = b""
+                while True:
+                    while b"\r\n\r\n" not in pending:
+                        received = connection.recv(65536)
+                        if not received:
+                            return
+                        pending += received
+                    head, _, pending = pending.partition(b"\r\n\r\n")
+                    length = 0
+                    for line in head.split(b"\r\n")[1:]:
+                        name, _, value = line.partition(b":")
+                        if name.strip().lower() == b"content-length":
+                            length = int(value)
+                    while len(pending) < length:
+                        received = connection.recv(65536)
+                        if not received:
+                            return
+                        pending += received
+                    pending = pending[length:]
+                    self.requests.append(head.split(b"\r\n")[0])
+                    if not self.handler(self, connection, head):
+                        return
+            except OSError:
+                return
+
+    def hold(self, connection: socket.socket, pieces: Iterator[bytes], interval: float) -> None:
+        """Send `pieces` every `interval` s until the server stops or `HOLD` s have passed."""
+        deadline = time.monotonic() + HOLD
+        for piece in pieces:
+            if self.stopping.is_set() or time.monotonic() > deadline:
+                return
+            connection.sendall(piece)
+            time.sleep(interval)
+
+    def close(self) -> None:
+        self.stopping.set()
+        for thread in self._threads:
+            thread.join(timeout=HOLD + 1)
+        self._listener.close()
+
+
+@pytest.fixture
+def raw_server() -> Iterator[Callable[[Handler], RawServer]]:
+    servers: list[RawServer] = []
+
+    def start(handler: Handler) -> RawServer:
+        servers.append(RawServer(handler))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+def ok_on_v2(answer: Handler) -> Handler:
+    """`answer` for the first path, the completion for `/v2/...` (where redirects lead)."""
+
+    def handler(server: RawServer, connection: socket.socket, head: bytes) -> bool:
+        if b" /v2/" in head.split(b"\r\n")[0]:
+            connection.sendall(OK)
+            return True
+        return answer(server, connection, head)
+
+    return handler
+
+
+# ---------------------------------------------------------------- redirects
+
+
+def redirect_with_body(status: int, body: str) -> Handler:
+    """A `status` redirect to `/v2/chat/completions` whose chunked body trickles a byte every
+    0.1 s (never a read timeout) or floods 16 MiB at once then says nothing more."""
+
+    def handler(server: RawServer, connection: socket.socket, head: bytes) -> bool:
+        connection.sendall(
+            b"HTTP/1.1 %d Moved\r\nLocation: /v2/chat/completions\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n" % status
+        )
+        if body == "trickle":
+            server.hold(connection, iter(lambda: b"1\r\nx\r\n", None), 0.1)
+        else:
+            piece = b"100000\r\n" + b"x" * 0x100000 + b"\r\n"
+            connection.sendall(piece * 16)
+            server.hold(connection, iter(lambda: b"", None), 0.1)
+        return False
+
+    return handler
+
+
+@pytest.mark.parametrize("status", [307, 302])
+def test_a_redirect_trickling_its_body_ends_at_the_total_deadline(
+    facade: FacadeDriver, raw_server: Callable[[Handler], RawServer], status: int
+) -> None:
+    # requests read the whole body of any 3xx with a Location before it returned (to
+    # prepare `Response.next`, even with allow_redirects=False), outside the total deadline:
+    # the sync call lasted as long as the server kept trickling.
+    server = raw_server(ok_on_v2(redirect_with_body(status, "trickle")))
+    total = 1.0
+    chat = facade.client(
+        base_url=server.base_url, max_retries=0, timeout=Timeout(connect=1, read=0.5, total=total)
+    )
+    started = time.monotonic()
+    with pytest.raises(APIStatusError if status == 302 else APITimeoutError) as info:
+        chat.create(model="m", messages=USER)
+    assert time.monotonic() - started < total + SLACK
+    if status == 302:
+        assert "redirected to /v2/chat/completions" in str(info.value)
+    chat.close()
+
+
+def test_a_redirect_flooding_its_body_is_followed_without_reading_it_whole(
+    facade: FacadeDriver, raw_server: Callable[[Handler], RawServer]
+) -> None:
+    # Before: requests read all 16 MiB into memory, then waited on the silent connection
+    # until the read timeout, and the call failed instead of following the redirect.
+    server = raw_server(ok_on_v2(redirect_with_body(307, "flood")))
+    chat = facade.client(
+        base_url=server.base_url, max_retries=0, timeout=Timeout(connect=1, read=1, total=3)
+    )
+    started = time.monotonic()
+    assert chat.create(model="m", messages=USER).text == "hello"
+    assert time.monotonic() - started < 1
+    assert [line.split()[1] for line in server.requests] == [
+        b"/v1/chat/completions",
+        b"/v2/chat/completions",
+    ]
+    chat.close()
+
+
+@pytest.mark.parametrize(
+    "location",
+    ["http://[::1", "http://127.0.0.1:abc/x", "ftp://127.0.0.1/x", "mailto:someone"],
+    ids=["bad-ipv6", "bad-port", "ftp", "mailto"],
+)
+def test_a_redirect_to_something_that_is_not_an_http_url_is_the_servers_answer(
+    facade: FacadeDriver, raw_server: Callable[[Handler], RawServer], location: str
+) -> None:
+    # Before: a raw ValueError (async; "Connection error: ValueError" sync) for a Location
+    # urllib cannot parse, and a connection error naming the HTTP library for another scheme.
+    def handler(server: RawServer, connection: socket.socket, head: bytes) -> bool:
+        connection.sendall(
+            b"HTTP/1.1 307 Moved\r\nLocation: %s\r\nContent-Length: 0\r\n\r\n" % location.encode()
+        )
+        return True
+
+    server = raw_server(handler)
+    chat = facade.client(base_url=server.base_url, api_key=KEY, max_retries=2, timeout=3)
+    with pytest.raises(APIStatusError) as info:
+        chat.create(model="m", messages=USER)
+    assert info.value.status_code == 307
+    assert f"redirected to {location}" in str(info.value)
+    assert len(server.requests) == 1  # a 307 is not retried
+    chat.close()
