@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from chatlib import Timeout
-from chatlib.errors import APIStatusError, APITimeoutError
+from chatlib.errors import APIStatusError, APITimeoutError, InternalServerError
 from tests.conftest import FacadeDriver
 
 USER = [{"role": "user", "content": "Hi"}]
@@ -222,4 +222,69 @@ def test_a_redirect_to_something_that_is_not_an_http_url_is_the_servers_answer(
     assert info.value.status_code == 307
     assert f"redirected to {location}" in str(info.value)
     assert len(server.requests) == 1  # a 307 is not retried
+    chat.close()
+
+
+# ---------------------------------------------------------------- an answer nobody asked for
+
+
+def numbered(number: int, word: str = "answer") -> bytes:
+    body = COMPLETION.replace(b"hello", b"%s-%d" % (word.encode(), number))
+    return (
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+        % len(body)
+        + body
+    )
+
+
+def test_an_answer_sent_to_an_idle_pooled_connection_is_never_another_calls_answer(
+    facade: FacadeDriver, raw_server: Callable[[Handler], RawServer]
+) -> None:
+    # Before (async): the unsolicited answer was queued on the pooled connection and handed
+    # to the next call, and every later call on it got the answer of the call before.
+    def handler(server: RawServer, connection: socket.socket, head: bytes) -> bool:
+        number = len(server.requests)
+        connection.sendall(numbered(number))
+        if number == 1:
+            time.sleep(0.05)
+            connection.sendall(numbered(99, "unsolicited"))
+        return True
+
+    server = raw_server(handler)
+    chat = facade.client(base_url=server.base_url, max_retries=0, timeout=3, pool_maxsize=1)
+    answers = []
+    for _ in range(4):
+        answers.append(chat.create(model="m", messages=USER).text)
+        time.sleep(0.2)  # the unsolicited answer arrives while the connection is idle
+    assert answers == ["answer-1", "answer-2", "answer-3", "answer-4"]
+    chat.close()
+
+
+# ---------------------------------------------------------------- bytes that are not text
+
+
+def test_an_error_made_of_undecodable_bytes_can_be_printed_and_logged(
+    facade: FacadeDriver, raw_server: Callable[[Handler], RawServer]
+) -> None:
+    # Before (async): aiohttp keeps invalid UTF-8 in a header as lone surrogates, and the
+    # message `request_id=\udcff...` raised UnicodeEncodeError when printed to a UTF-8
+    # stream or logged to a UTF-8 file; a JSON error spelling "\ud800" did so for both.
+    body = b'{"error": {"message": "bad \\ud800 input", "type": "server_error"}}'
+
+    def handler(server: RawServer, connection: socket.socket, head: bytes) -> bool:
+        connection.sendall(
+            b"HTTP/1.1 500 Oops\r\nContent-Type: application/json\r\n"
+            b"x-request-id: req-\xff\xfe\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+        )
+        return True
+
+    server = raw_server(handler)
+    chat = facade.client(base_url=server.base_url, max_retries=0, timeout=3)
+    with pytest.raises(InternalServerError) as info:
+        chat.create(model="m", messages=USER)
+    said = str(info.value)
+    said.encode("utf-8")  # strict: what print() and a UTF-8 log file do
+    assert said.startswith("500 Internal Server Error: bad ? input")
+    assert "request_id=req-" in said
+    assert info.value.raw_body == body  # the bytes themselves stay exact
     chat.close()
