@@ -10,6 +10,7 @@ open.
 
 from __future__ import annotations
 
+import gc
 import socket
 import threading
 import time
@@ -18,8 +19,14 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from chatlib import Timeout
-from chatlib.errors import APIStatusError, APITimeoutError, InternalServerError
-from tests.conftest import FacadeDriver
+from chatlib.errors import (
+    APIConnectionError,
+    APIResponseValidationError,
+    APIStatusError,
+    APITimeoutError,
+    InternalServerError,
+)
+from tests.conftest import FacadeDriver, open_fds
 
 USER = [{"role": "user", "content": "Hi"}]
 KEY = "sk-live-hostile-0123456789"
@@ -287,4 +294,173 @@ def test_an_error_made_of_undecodable_bytes_can_be_printed_and_logged(
     assert said.startswith("500 Internal Server Error: bad ? input")
     assert "request_id=req-" in said
     assert info.value.raw_body == body  # the bytes themselves stay exact
+    chat.close()
+
+
+# ---------------------------------------------------------------- odd but valid answers
+
+JSON_HEAD = b"Content-Type: application/json\r\n"
+SSE_HEAD = b"Content-Type: text/event-stream\r\n"
+FRAMES = (
+    b'data: {"id":"x","object":"chat.completion.chunk","created":1,"model":"m",'
+    b'"choices":[{"index":0,"delta":{"content":"hi"}}]}\n\ndata: [DONE]\n\n'
+)
+
+ODD_BUT_VALID = {
+    "100 Continue first": (False, b"HTTP/1.1 100 Continue\r\n\r\n" + OK),
+    "HTTP/1.0, no length, closed": (
+        False,
+        b"HTTP/1.0 200 OK\r\n" + JSON_HEAD + b"\r\n" + COMPLETION,
+    ),
+    "HTTP/1.0 stream, closed": (True, b"HTTP/1.0 200 OK\r\n" + SSE_HEAD + b"\r\n" + FRAMES),
+    "chunked stream with trailers": (
+        True,
+        b"HTTP/1.1 200 OK\r\n" + SSE_HEAD + b"Transfer-Encoding: chunked\r\n\r\n"
+        b"%x\r\n%s\r\n0\r\nX-Trailer: 1\r\n\r\n" % (len(FRAMES), FRAMES),
+    ),
+    "stream longer by its length than [DONE]": (
+        True,
+        b"HTTP/1.1 200 OK\r\n"
+        + SSE_HEAD
+        + b"Content-Length: %d\r\n\r\n" % (len(FRAMES) + 100)
+        + FRAMES,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(ODD_BUT_VALID), ids=list(ODD_BUT_VALID))
+def test_odd_but_valid_answers_are_read(
+    facade: FacadeDriver, raw_server: Callable[[Handler], RawServer], case: str
+) -> None:
+    stream, answer = ODD_BUT_VALID[case]
+
+    def handler(server: RawServer, connection: socket.socket, head: bytes) -> bool:
+        connection.sendall(answer)
+        connection.shutdown(socket.SHUT_WR)
+        return False
+
+    server = raw_server(handler)
+    chat = facade.client(base_url=server.base_url, max_retries=0, timeout=Timeout(total=3))
+    if stream:
+        assert [chunk.text for chunk in chat.stream_all(model="m", messages=USER)] == ["hi"]
+    else:
+        assert chat.create(model="m", messages=USER).text == "hello"
+    chat.close()
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/1.1 204 No Content\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\n" + JSON_HEAD + b"Content-Length: 0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\n" + JSON_HEAD + b"Connection: close\r\n\r\n",
+    ],
+    ids=["204", "200-length-0", "200-closed-at-once"],
+)
+def test_an_empty_answer_to_a_create_says_it_is_empty(
+    facade: FacadeDriver, raw_server: Callable[[Handler], RawServer], answer: bytes
+) -> None:
+    # Before: "not valid JSON (Expecting value: line 1 column 1 (char 0))".
+    def handler(server: RawServer, connection: socket.socket, head: bytes) -> bool:
+        connection.sendall(answer)
+        return False
+
+    server = raw_server(handler)
+    chat = facade.client(base_url=server.base_url, max_retries=2, timeout=3)
+    with pytest.raises(APIResponseValidationError) as info:
+        chat.create(model="m", messages=USER)
+    status = answer.split()[1].decode()
+    assert f"(the body is empty, status {status})" in str(info.value)
+    assert info.value.raw_body == b""
+    assert len(server.requests) == 1  # a 2xx is never sent again
+    chat.close()
+
+
+# ---------------------------------------------------------------- connections that go away
+
+
+def test_a_pooled_connection_the_server_closes_as_the_next_call_arrives(
+    facade: FacadeDriver, raw_server: Callable[[Handler], RawServer]
+) -> None:
+    # The server keeps the connection alive, then closes it without answering the next
+    # request (a keep-alive timeout racing the call): nothing was answered, so the call is
+    # sent again on a new connection; with no retries left it fails as a connection error.
+    answered: set[socket.socket] = set()
+
+    def handler(server: RawServer, connection: socket.socket, head: bytes) -> bool:
+        if connection in answered:
+            return False  # the second request on a connection: closed unanswered
+        answered.add(connection)
+        connection.sendall(OK)
+        return True
+
+    server = raw_server(handler)
+    chat = facade.client(base_url=server.base_url, max_retries=1, timeout=3, pool_maxsize=1)
+    for _ in range(2):
+        assert chat.create(model="m", messages=USER).text == "hello"
+    assert len(server.requests) == 3
+    chat.close()
+
+    once = facade.client(base_url=server.base_url, max_retries=0, timeout=3, pool_maxsize=1)
+    assert once.create(model="m", messages=USER).text == "hello"
+    with pytest.raises(APIConnectionError, match=r"^Connection error: "):
+        once.create(model="m", messages=USER)
+    once.close()
+
+
+def test_an_error_answered_before_the_request_body_is_read_is_the_servers_answer(
+    facade: FacadeDriver, raw_server: Callable[[Handler], RawServer]
+) -> None:
+    # A proxy refusing a large request answers 413 after the head and closes, while the
+    # client is still sending the body: the user gets the 413, not a broken pipe.
+    body = b'{"error": {"message": "request too large", "type": "invalid_request_error"}}'
+    answered = threading.Event()
+
+    class EarlyServer(RawServer):
+        def _serve(self, connection: socket.socket) -> None:
+            with connection:
+                received = b""
+                while b"\r\n\r\n" not in received:
+                    received += connection.recv(65536)
+                self.requests.append(received.split(b"\r\n")[0])
+                connection.sendall(
+                    b"HTTP/1.1 413 Payload Too Large\r\n" + JSON_HEAD + b"Connection: close\r\n"
+                    b"Content-Length: %d\r\n\r\n" % len(body) + body
+                )
+                connection.shutdown(socket.SHUT_WR)
+                answered.set()
+                time.sleep(0.3)
+
+    server = EarlyServer(lambda *_: False)
+    try:
+        chat = facade.client(base_url=server.base_url, max_retries=2, timeout=5)
+        with pytest.raises(APIStatusError) as info:
+            chat.create(model="m", messages=[{"role": "user", "content": "x" * 8_000_000}])
+        assert info.value.status_code == 413
+        assert "request too large" in str(info.value)
+        assert answered.is_set() and len(server.requests) == 1
+        chat.close()
+    finally:
+        server.close()
+
+
+def test_connection_close_on_every_answer_leaves_no_socket_open(
+    facade: FacadeDriver, raw_server: Callable[[Handler], RawServer]
+) -> None:
+    def handler(server: RawServer, connection: socket.socket, head: bytes) -> bool:
+        connection.sendall(OK.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n", 1))
+        return False
+
+    server = raw_server(handler)
+    chat = facade.client(base_url=server.base_url, max_retries=0, timeout=3)
+    assert chat.create(model="m", messages=USER).text == "hello"  # the pool is made
+    gc.collect()
+    baseline = open_fds()
+    for _ in range(60):
+        assert chat.create(model="m", messages=USER).text == "hello"
+    deadline = time.monotonic() + 3  # the server's threads close their ends a moment later
+    while open_fds() > baseline and time.monotonic() < deadline:
+        time.sleep(0.02)
+        gc.collect()
+    assert open_fds() <= baseline
     chat.close()

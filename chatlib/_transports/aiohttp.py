@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import io
 import os
 import re
 import select
@@ -178,6 +179,19 @@ class _AiohttpResponse:
             response.release()  # read to the end: the connection goes back to the pool
         else:
             response.close()
+
+
+_LARGE_BODY = 2**20  # aiohttp's ResourceWarning ("a large body ... as raw bytes") above this
+
+
+def _payload(body: bytes | None) -> bytes | io.BytesIO | None:
+    """The request body as aiohttp takes it without a warning: a large one (a few images
+    in base64, say) as `io.BytesIO`, which aiohttp also writes in pieces. Raw bytes over
+    1 MiB made it warn on every call, and where warnings are errors that warning escaped as
+    the call's exception."""
+    if body is not None and len(body) > _LARGE_BODY:
+        return io.BytesIO(body)
+    return body
 
 
 # ---------------------------------------------------------------- pooled connections
@@ -401,7 +415,7 @@ class AiohttpTransport:
                 # aiohttp copies the headers it is given; any mapping other than a dict is
                 # copied here first (aiohttp takes dicts and multidicts).
                 headers=headers if headers.__class__ is dict else dict(headers),
-                data=request.body,
+                data=_payload(request.body),
                 timeout=aiohttp.ClientTimeout(
                     total=timeout.total,
                     sock_connect=timeout.connect,
