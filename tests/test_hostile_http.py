@@ -409,27 +409,32 @@ def test_a_pooled_connection_the_server_closes_as_the_next_call_arrives(
 
 
 def test_an_error_answered_before_the_request_body_is_read_is_the_servers_answer(
-    facade: FacadeDriver, raw_server: Callable[[Handler], RawServer]
+    facade: FacadeDriver,
 ) -> None:
     # A proxy refusing a large request answers 413 after the head and closes, while the
     # client is still sending the body: the user gets the 413, not a broken pipe.
     body = b'{"error": {"message": "request too large", "type": "invalid_request_error"}}'
-    answered = threading.Event()
 
     class EarlyServer(RawServer):
         def _serve(self, connection: socket.socket) -> None:
             with connection:
-                received = b""
-                while b"\r\n\r\n" not in received:
-                    received += connection.recv(65536)
-                self.requests.append(received.split(b"\r\n")[0])
-                connection.sendall(
-                    b"HTTP/1.1 413 Payload Too Large\r\n" + JSON_HEAD + b"Connection: close\r\n"
-                    b"Content-Length: %d\r\n\r\n" % len(body) + body
-                )
-                connection.shutdown(socket.SHUT_WR)
-                answered.set()
-                time.sleep(0.3)
+                connection.settimeout(HOLD)
+                try:
+                    received = b""
+                    while b"\r\n\r\n" not in received:
+                        piece = connection.recv(65536)
+                        if not piece:
+                            return
+                        received += piece
+                    self.requests.append(received.split(b"\r\n")[0])
+                    connection.sendall(
+                        b"HTTP/1.1 413 Payload Too Large\r\n" + JSON_HEAD + b"Connection: close\r\n"
+                        b"Content-Length: %d\r\n\r\n" % len(body) + body
+                    )
+                    connection.shutdown(socket.SHUT_WR)
+                    time.sleep(0.3)
+                except OSError:
+                    return
 
     server = EarlyServer(lambda *_: False)
     try:
@@ -438,7 +443,7 @@ def test_an_error_answered_before_the_request_body_is_read_is_the_servers_answer
             chat.create(model="m", messages=[{"role": "user", "content": "x" * 8_000_000}])
         assert info.value.status_code == 413
         assert "request too large" in str(info.value)
-        assert answered.is_set() and len(server.requests) == 1
+        assert len(server.requests) == 1  # a 413 is not sent again
         chat.close()
     finally:
         server.close()
