@@ -11,9 +11,11 @@ open.
 from __future__ import annotations
 
 import gc
+import json
 import socket
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -26,6 +28,7 @@ from chatlib.errors import (
     APITimeoutError,
     InternalServerError,
 )
+from chatlib.testing import ErrorReply, LocalServer, Reply
 from tests.conftest import FacadeDriver, open_fds
 
 USER = [{"role": "user", "content": "Hi"}]
@@ -468,4 +471,22 @@ def test_connection_close_on_every_answer_leaves_no_socket_open(
         time.sleep(0.02)
         gc.collect()
     assert open_fds() <= baseline
+    chat.close()
+
+
+def test_a_large_request_body_arrives_whole_and_warns_nothing(
+    facade: FacadeDriver, server: LocalServer
+) -> None:
+    # Before (async): aiohttp warned "Sending a large body directly with raw bytes..." on
+    # every call over 1 MiB; with warnings as errors (as here) the call raised it.
+    content = "x" * (3 * 2**20)
+    chat = facade.client(base_url=server.base_url, max_retries=1, timeout=10)
+    server.enqueue(ErrorReply(503, headers={"retry-after-ms": "0"}), Reply("fine"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        reply = chat.create(model="m", messages=[{"role": "user", "content": content}])
+    assert reply.text == "fine"  # the body was sent twice: once more after the 503
+    bodies = [json.loads(request.body) for request in server.requests]
+    assert [body["messages"][0]["content"] == content for body in bodies] == [True, True]
+    assert int(server.requests[-1].headers["content-length"]) == len(server.requests[-1].body)
     chat.close()
