@@ -12,7 +12,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Generator, Mapping, Sequence
 from typing import Any, Generic, TypeVar, Union
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 import attrs
 
@@ -192,7 +192,7 @@ def _attempt(
     status: int = outcome.status_code
     headers: Mapping[str, str] = outcome.headers
     if may_redirect and status in REDIRECT_STATUSES:
-        location = header(headers, "location")
+        location = _redirect_target(request.url, header(headers, "location"))
         if location is not None:
             yield ReadBody(outcome, REDIRECT_BODY_LIMIT)
             return _Redirected(location, status, headers)
@@ -205,6 +205,23 @@ def _attempt(
     if isinstance(body, APIError):
         body = b""  # the status says enough; what arrived of the body is lost with it
     return _Failed(error_from_response(status, headers, body), status, headers)
+
+
+def _redirect_target(url: str, location: str | None) -> str | None:
+    """Where a redirect from `url` to `location` leads, or `None` when it cannot be
+    followed (no `Location`, one that is not a URL, or not http/https): the 3xx is then
+    raised as the server's answer, naming the `Location` it gave."""
+    if location is None:
+        return None
+    try:
+        target = urljoin(url, location)
+        parts = urlsplit(target)
+        parts.port  # noqa: B018 - raises ValueError on a port that is not a number
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    return target
 
 
 # ---------------------------------------------------------------- the whole call

@@ -92,8 +92,11 @@ def _parse_object(
         # A UTF-8 object (every server's answer) needs no encoding detected.
         data = _loads(raw.decode("utf-8")) if raw[:1] == b"{" else json.loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        # An empty body (a 204, a proxy's bare 200) is named: the decoder's "Expecting
+        # value: line 1 column 1" does not say it.
+        said = f"the body is empty, status {status}" if not raw.strip() else str(exc)
         raise APIResponseValidationError(
-            f"the server's answer is not valid JSON ({exc}); raw body kept in .raw_body",
+            f"the server's answer is not valid JSON ({said}); raw body kept in .raw_body",
             status_code=status,
             raw_body=raw,
             request_id=request_id_of(headers),

@@ -100,6 +100,7 @@ class _Reported(ChatLibError):
     (multiprocessing, Ray)."""
 
     def __init__(self, message: str) -> None:
+        message = _printable(message)
         super().__init__(message)
         self.message = message
 
@@ -115,6 +116,25 @@ def _rebuild(cls: type[Exception], state: dict[str, Any]) -> Exception:
     Exception.__init__(exc, state.get("message", ""))
     exc.__dict__.update(state)
     return exc
+
+
+def _printable(text: str) -> str:
+    """`text` with its lone surrogates made readable, so it can be printed, logged and encoded.
+
+    A server's bytes can reach a message undecodable: aiohttp keeps a header's invalid UTF-8
+    as surrogate escapes (a byte 0xFF in `x-request-id` becomes U+DCFF), and a JSON error
+    may spell a lone surrogate (U+D800). Either made `print(error)`, or logging it to a UTF-8
+    file, fail with `UnicodeEncodeError`. Escaped bytes are decoded as UTF-8 (`U+FFFD` where
+    they are not UTF-8); any other lone surrogate becomes `?`.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        escapes = all("\udc80" <= char <= "\udcff" for char in text if "\ud800" <= char <= "\udfff")
+        return text.encode("utf-8", "surrogateescape" if escapes else "replace").decode(
+            "utf-8", "replace"
+        )
+    return text
 
 
 class APIError(_Reported):

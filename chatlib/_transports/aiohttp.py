@@ -9,14 +9,19 @@ rule as the sync transport).
 from __future__ import annotations
 
 import asyncio
+import functools
+import io
 import os
 import re
+import select
 import ssl
 import threading
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from typing import Any
 
 import aiohttp
+from aiohttp.client_proto import ResponseHandler
 
 from chatlib._environment import ProxyTable, ca_bundle
 from chatlib._request import HttpRequest
@@ -176,6 +181,85 @@ class _AiohttpResponse:
             response.close()
 
 
+_LARGE_BODY = 2**20  # aiohttp's ResourceWarning ("a large body ... as raw bytes") above this
+
+
+def _payload(body: bytes | None) -> bytes | io.BytesIO | None:
+    """The request body as aiohttp takes it without a warning: a large one (a few images
+    in base64, say) as `io.BytesIO`, which aiohttp also writes in pieces. Raw bytes over
+    1 MiB made it warn on every call, and where warnings are errors that warning escaped as
+    the call's exception."""
+    if body is not None and len(body) > _LARGE_BODY:
+        return io.BytesIO(body)
+    return body
+
+
+# ---------------------------------------------------------------- pooled connections
+
+
+# A server that says something while nobody asked (a second answer to one request, from a
+# broken proxy, say) left it waiting on the idle pooled connection: aiohttp handed it to the
+# next call as that call's answer, and every later call on the connection got the answer of
+# the call before. urllib3 drops a pooled connection with unread bytes; so does this pool:
+# when the bytes arrive (`_Protocol`), or, if the event loop was not running then, when the
+# connection is taken from the pool (`_Connector.connect`).
+
+
+class _Protocol(ResponseHandler):
+    """aiohttp's connection protocol, closed when the server writes to it while pooled."""
+
+    pooled = False  # set while the connection waits in the pool, unasked
+
+    def set_response_params(self, *args: Any, **kwargs: Any) -> None:
+        self.pooled = False  # a request is about to go out on this connection
+        super().set_response_params(*args, **kwargs)
+
+    def data_received(self, data: bytes) -> None:
+        if self.pooled and data:
+            self.close()  # the pool finds it disconnected and opens another
+            return
+        super().data_received(data)
+
+
+class _Connector(aiohttp.TCPConnector):
+    """A `TCPConnector` whose connections are `_Protocol`s, told when they are pooled."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        factory: Any = functools.partial(_Protocol, loop=self._loop)
+        self._factory = factory
+
+    def _release(self, key: Any, protocol: ResponseHandler, **kwargs: Any) -> None:
+        super()._release(key, protocol, **kwargs)
+        if isinstance(protocol, _Protocol) and protocol.is_connected():
+            protocol.pooled = True
+
+    async def connect(self, *args: Any, **kwargs: Any) -> Any:
+        """A connection from the pool (or a new one) with nothing unread waiting on it."""
+        for _ in range(3):  # a server that speaks first on every new connection: give up
+            connection = await super().connect(*args, **kwargs)
+            if not _has_unread(connection.protocol):
+                break
+            connection.close()
+        return connection
+
+
+def _has_unread(protocol: ResponseHandler | None) -> bool:
+    """Whether a connection just taken from the pool is closed, or has bytes (or the
+    server's end of stream) waiting in its socket that no request asked for."""
+    transport = None if protocol is None else protocol.transport
+    if transport is None or transport.is_closing():
+        return True
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return False
+    if hasattr(select, "poll"):  # select() fails on descriptors past FD_SETSIZE
+        poller = select.poll()
+        poller.register(sock.fileno(), select.POLLIN)
+        return bool(poller.poll(0))
+    return bool(select.select([sock], [], [], 0)[0])
+
+
 # ---------------------------------------------------------------- one pool per event loop
 
 
@@ -308,7 +392,7 @@ class AiohttpTransport:
                     stale.discard()
             pool = self._pools[loop] = _LoopPool(
                 aiohttp.ClientSession(
-                    connector=aiohttp.TCPConnector(limit=self._pool_maxsize, ssl=self._ssl()),
+                    connector=_Connector(limit=self._pool_maxsize, ssl=self._ssl()),
                     timeout=aiohttp.ClientTimeout(total=None),
                     auto_decompress=True,
                     trust_env=False,  # the environment is read by ProxyTable
@@ -331,7 +415,7 @@ class AiohttpTransport:
                 # aiohttp copies the headers it is given; any mapping other than a dict is
                 # copied here first (aiohttp takes dicts and multidicts).
                 headers=headers if headers.__class__ is dict else dict(headers),
-                data=request.body,
+                data=_payload(request.body),
                 timeout=aiohttp.ClientTimeout(
                     total=timeout.total,
                     sock_connect=timeout.connect,

@@ -186,6 +186,19 @@ class _DeadlineAdapter(requests.adapters.HTTPAdapter):
         return manager
 
 
+class _Session(requests.Session):
+    """A session that never reads ahead into a redirect.
+
+    Even with `allow_redirects=False`, `requests` prepares `Response.next` for a 3xx with a
+    `Location`, and that reads the whole redirect body first, with no size limit and no
+    total deadline (a 307 trickling its body kept a call past `timeout.total`, a 307
+    flooding it filled memory), and raises `ValueError` on a `Location` it cannot parse.
+    The core follows redirects itself, reading at most a small body within the deadline."""
+
+    def get_redirect_target(self, resp: requests.Response) -> None:
+        return None
+
+
 # ---------------------------------------------------------------- the transport
 
 
@@ -215,7 +228,7 @@ class RequestsTransport:
         self._pid = os.getpid()
 
     def _new_session(self) -> requests.Session:
-        session = requests.Session()
+        session = _Session()
         session.trust_env = False  # the environment is read by ProxyTable; no .netrc over our key
         adapter = _DeadlineAdapter(
             pool_connections=1, pool_maxsize=self._pool_maxsize, max_retries=0
