@@ -3,7 +3,12 @@
 Robust to what real servers do: Ollama repeats the role in every delta, llama.cpp repeats a
 tool call's id, type and name in every delta (only `arguments` are pieces to concatenate),
 llama-server interleaves choices and sends one usage chunk per choice, Groq puts usage under
-`x_groq.usage`, reasoning servers stream `reasoning_content` beside `content`. Every stream
+`x_groq.usage`, reasoning servers stream `reasoning_content` (DeepSeek, vLLM) or `reasoning`
+(OpenRouter, Ollama) beside `content`. What a server adds to the schema is kept: a delta's
+unknown text fields are concatenated, its unknown lists extended and its other unknown values
+set; the unknown fields of a choice (Azure's `content_filter_results`) and of a chunk (Azure's
+`prompt_filter_results`, llama-server's `timings`, Groq's `x_groq`) keep their latest value
+that is not null or empty, in the choice's and the completion's `extra`. Every stream
 object keeps one (`stream.accumulated`); it is public as `chatlib.ChatCompletionAccumulator`
 for chunks obtained some other way.
 """
@@ -59,9 +64,11 @@ class _AudioState:
 class _ChoiceState:
     __slots__ = (
         "audio",
+        "choice_extra",
         "content",
         "content_seen",
         "extra_text",
+        "extra_values",
         "finish_reason",
         "function_args",
         "function_name",
@@ -84,6 +91,8 @@ class _ChoiceState:
         self.logprobs: list[TokenLogprob] | None = None
         self.refusal_logprobs: list[TokenLogprob] | None = None
         self.extra_text: dict[str, list[str]] = {}
+        self.extra_values: dict[str, Any] = {}  # a delta's unknown fields that are not text
+        self.choice_extra: dict[str, Any] = {}  # the choice's own unknown fields
         self.audio: _AudioState | None = None
 
 
@@ -92,6 +101,21 @@ def _text(value: Any, what: str) -> str | None:
     if value is None or value.__class__ is str:
         return value
     raise ModelShapeError(f"{what} must be a string, got {type(value).__name__}")
+
+
+def _filled(value: Any) -> bool:
+    """Whether an unknown field's value says something: not null, not `{}`, `[]` or `""`
+    (Azure's later chunks send `"content_filter_results": {}`, which must not blank the
+    results an earlier chunk carried)."""
+    if value is None:
+        return False
+    return bool(value) if value.__class__ in (dict, list, str) else True
+
+
+def _keep_latest(target: dict[str, Any], extra: Mapping[str, Any]) -> None:
+    for key, value in extra.items():
+        if _filled(value):
+            target[key] = value
 
 
 def _index(value: Any, what: str) -> int:
@@ -125,6 +149,7 @@ class ChatCompletionAccumulator:
     def __init__(self) -> None:
         self._choices: dict[int, _ChoiceState] = {}
         self._header: dict[str, Any] = {}
+        self._extra: dict[str, Any] = {}  # the chunks' unknown top-level fields
         self._usage: ChatCompletionUsage | None = None
 
     def add(self, chunk: CreateChatCompletionChunk | Mapping[str, Any] | Any) -> None:
@@ -161,10 +186,13 @@ class ChatCompletionAccumulator:
             header["system_fingerprint"] = chunk.system_fingerprint
         if chunk.service_tier:
             header["service_tier"] = chunk.service_tier
+        extra = chunk.extra
+        if extra is not EMPTY_EXTRA and extra:
+            _keep_latest(self._extra, extra)
         if chunk.usage is not None:
             self._usage = chunk.usage
-        elif chunk.extra is not EMPTY_EXTRA and chunk.extra:
-            groq = chunk.extra.get("x_groq")
+        elif extra is not EMPTY_EXTRA and extra:
+            groq = extra.get("x_groq")
             if isinstance(groq, dict) and isinstance(groq.get("usage"), dict):
                 self._usage = ChatCompletionUsage.from_dict(groq["usage"])
         for choice in chunk.choices:
@@ -174,6 +202,8 @@ class ChatCompletionAccumulator:
                 state = self._choices[index] = _ChoiceState()
             if choice.finish_reason is not None:
                 state.finish_reason = choice.finish_reason
+            if choice.extra is not EMPTY_EXTRA and choice.extra:
+                _keep_latest(state.choice_extra, choice.extra)
             logprobs = choice.logprobs
             if logprobs is not None:
                 if logprobs.content:
@@ -212,6 +242,14 @@ class ChatCompletionAccumulator:
                 for key, value in delta.extra.items():
                     if isinstance(value, str):
                         state.extra_text.setdefault(key, []).append(value)
+                    elif isinstance(value, list):  # e.g. OpenRouter's `reasoning_details`
+                        pieces = state.extra_values.get(key)
+                        if isinstance(pieces, list):
+                            pieces.extend(value)
+                        else:
+                            state.extra_values[key] = list(value)
+                    elif value is not None:
+                        state.extra_values[key] = value
 
     def result(self) -> CreateChatCompletionResponse:
         """The completion assembled from the chunks added so far."""
@@ -229,6 +267,8 @@ class ChatCompletionAccumulator:
         for name in ("system_fingerprint", "service_tier"):
             if name in header:
                 setattr(response, name, header[name])
+        if self._extra:
+            response.extra = dict(self._extra)
         return response
 
 
@@ -392,9 +432,16 @@ def _build_choice(index: int, state: _ChoiceState) -> ChatCompletionChoice:
         if state.audio.expires_at is not None:
             audio.expires_at = state.audio.expires_at
         message.audio = audio
-    if state.extra_text:
-        message.extra = {key: "".join(parts) for key, parts in state.extra_text.items()}
+    if state.extra_text or state.extra_values:
+        extra = {
+            key: list(value) if isinstance(value, list) else value
+            for key, value in state.extra_values.items()
+        }
+        extra.update((key, "".join(parts)) for key, parts in state.extra_text.items())
+        message.extra = extra
     choice = ChatCompletionChoice(index=index, message=message, finish_reason=state.finish_reason)
+    if state.choice_extra:
+        choice.extra = dict(state.choice_extra)
     if state.logprobs is not None or state.refusal_logprobs is not None:
         choice.logprobs = ChoiceLogprobs(content=state.logprobs)
         if state.refusal_logprobs is not None:

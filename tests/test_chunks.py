@@ -639,6 +639,53 @@ def test_reasoning_content_is_collected_into_message_extra() -> None:
     assert message.extra["reasoning_content"] == "Compare the tenths."
 
 
+def test_unknown_fields_of_deltas_choices_and_chunks_reach_the_completion() -> None:
+    accumulator = ChatCompletionAccumulator()
+    pieces = [
+        {"index": 0, "type": "reasoning.text", "text": "a"},
+        {"index": 0, "type": "reasoning.text", "text": "b"},
+    ]
+    accumulator.add(
+        {
+            "id": "c1",
+            "timings": {"n": 1},
+            "blank": {"x": 1},
+            "choices": [
+                {
+                    "index": 0,
+                    "delta": {"reasoning": "a", "reasoning_details": pieces[:1], "score": 1},
+                    "content_filter_results": {"hate": "safe"},
+                }
+            ],
+        }
+    )
+    accumulator.add(
+        {
+            "id": "c1",
+            "timings": {"n": 2},
+            "blank": {},  # empty: does not blank what an earlier chunk said
+            "choices": [
+                {
+                    "index": 0,
+                    "delta": {"reasoning": "b", "reasoning_details": pieces[1:], "score": None},
+                    "content_filter_results": {},
+                    "stop_reason": 0,
+                }
+            ],
+        }
+    )
+    completion = accumulator.result()
+    message = completion.choices[0].message
+    assert message is not None
+    assert message.extra == {"reasoning": "ab", "reasoning_details": pieces, "score": 1}
+    assert completion.choices[0].extra == {
+        "content_filter_results": {"hate": "safe"},
+        "stop_reason": 0,
+    }
+    assert completion.extra == {"timings": {"n": 2}, "blank": {"x": 1}}
+    assert completion.to_dict()["timings"] == {"n": 2}
+
+
 def test_azure_empty_first_chunk_does_not_blank_the_id_and_model() -> None:
     azure_first = {
         "choices": [],
