@@ -17,17 +17,19 @@ from typing import Any
 
 import pytest
 
-from chatlib import CreateChatCompletionChunk, CreateChatCompletionResponse
+from chatlib import CreateChatCompletionChunk, CreateChatCompletionResponse, Timeout
 from chatlib.errors import (
     APIError,
     APIStatusError,
     AuthenticationError,
     BadRequestError,
     IncompleteStreamError,
+    InsufficientQuotaError,
     InternalServerError,
     NotFoundError,
+    RateLimitError,
 )
-from chatlib.testing import LocalServer, RawReply, RecordedRequest
+from chatlib.testing import ErrorReply, LocalServer, RawReply, RecordedRequest, Reply
 
 MODEL = "tiny"
 USER = [{"role": "user", "content": "Weather in Paris?"}]
@@ -199,6 +201,20 @@ def test_llama_cpp_python_stream_behind_a_ping_reads_every_way(
     assert [e.delta for e in read.of_type("content.delta")] == words
     assert [e.content for e in read.of_type("content.done")] == ["The weather is mild."]
     assert len(read.of_type("chunk")) == len(words) + 2
+
+
+def test_keepalive_comments_keep_a_queued_stream_within_its_read_timeout(
+    facade: Any, server: LocalServer
+) -> None:
+    """Queued behind another request, the stream gets its headers at once and then only
+    pings for longer than the read timeout: the pings are bytes, so the call goes on."""
+    ping = b": ping - 2025-03-10 01:23:45.678901\n\n"
+    events = [ping, ping, ping, ping, *llama_cpp_python_stream(["Hi"])[1:]]
+    server.enqueue(stream_reply(events, piece_delay=0.1))
+    client = facade.client(
+        base_url=server.base_url, max_retries=0, timeout=Timeout(connect=2, read=0.3, total=10)
+    )
+    assert client.final_completion(model=MODEL, messages=USER).text == "Hi"
 
 
 def test_llama_cpp_python_ignores_include_usage_and_n(facade: Any, server: LocalServer) -> None:
@@ -410,13 +426,61 @@ def test_a_tool_call_sent_back_to_llama_cpp_has_no_null_content(
     assert "content" not in sent and sent["tool_calls"][0]["function"]["name"] == "get_weather"
 
 
+def get_weather(city: str, unit: str) -> str:
+    """The weather in a city.
+
+    Args:
+        city: The city.
+        unit: `celsius` or `fahrenheit`.
+    """
+    return f"18 {unit} in {city}"
+
+
+def llama_cpp_tool_model(request: RecordedRequest) -> Any:
+    """A llama-cpp-python model: a forced tool call, then the answer once a tool result is in
+    the history; 500 for a null `content` beside `tool_calls`, as the server does."""
+    body = request.json()
+    if llama_cpp_history_check(request).status == 500:
+        return llama_cpp_history_check(request)
+    answered = any(message["role"] == "tool" for message in body["messages"])
+    if body.get("stream"):
+        if answered:
+            return stream_reply(llama_cpp_python_stream(["Mild,", " 18 C."])[1:])
+        return stream_reply(llama_cpp_forced_tool_stream())
+    completion = {**FORCED_COMPLETION, "choices": [ANSWER]} if answered else FORCED_COMPLETION
+    return RawReply(body=json.dumps(completion).encode())
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["run_tools", "run_tools_stream"])
+def test_the_tool_loop_runs_against_llama_cpp_python(
+    facade: Any, server: LocalServer, streamed: bool
+) -> None:
+    server.enqueue(llama_cpp_tool_model, llama_cpp_tool_model)
+    client = facade.client(base_url=server.base_url, max_retries=0)
+    params = {"model": MODEL, "messages": USER, "tools": [get_weather], "max_rounds": 2}
+    if streamed:
+        events = client.run_tools_events(**params)
+        result = events[-1].result
+        assert "".join(e.chunk.text for e in events if e.type == "chunk") == "Mild, 18 C."
+    else:
+        result = client.run_tools(**params)
+    assert result.completion.text == "Mild, 18 C."
+    [ran] = result.tool_results
+    assert ran.name == "get_weather"
+    assert ran.parsed_arguments == {"city": "Paris", "unit": "celsius"}
+    assert ran.output == "18 celsius in Paris"
+    history = server.requests[-1].json()["messages"]
+    assert [m["role"] for m in history] == ["user", "assistant", "tool"]
+    assert "content" not in history[1]
+
+
+@pytest.mark.parametrize("queued", [False, True], ids=["alone", "after a ping"])
 @pytest.mark.parametrize("how", HOWS)
 def test_llama_cpp_empty_200_stream_for_a_too_long_prompt_raises(
-    facade: Any, server: LocalServer, how: str
+    facade: Any, server: LocalServer, how: str, queued: bool
 ) -> None:
-    error = stream_failure(
-        facade, server, RawReply(body=b"", content_type="text/event-stream"), how
-    )
+    body = [b": ping - 2025-03-10 01:23:45.678901\n\n"] if queued else [b""]
+    error = stream_failure(facade, server, stream_reply(body), how)
     assert isinstance(error, IncompleteStreamError)
     assert "without sending any event" in str(error)
     assert error.partial is None
@@ -861,6 +925,27 @@ def azure_stream() -> list[bytes]:
         event(chunk({"role": "assistant", "content": ""}, choice={"content_filter_results": {}})),
         event(chunk({"content": "Mild."}, choice={"content_filter_results": AZURE_SAFE})),
         event(chunk({}, "stop", choice={"content_filter_results": {}})),
+        # The asynchronous filter's frame: blank header, a choice without delta.
+        event(
+            {
+                "choices": [
+                    {
+                        "index": 0,
+                        "finish_reason": None,
+                        "content_filter_offsets": {
+                            "check_offset": 0,
+                            "start_offset": 0,
+                            "end_offset": 5,
+                        },
+                        "content_filter_results": {},
+                    }
+                ],
+                "created": 0,
+                "id": "",
+                "model": "",
+                "object": "",
+            }
+        ),
         DONE,
     ]
 
@@ -870,12 +955,15 @@ def test_azure_stream_keeps_ids_and_filter_results(facade: Any, server: LocalSer
     assert read.chunks[0].choices == [] and read.chunks[0].id == ""
     assert read.final.id == "chatcmpl-p1" and read.final.model == MODEL  # not blanked
     assert read.final.created == 1741570000
+    assert read.final.choices[0].finish_reason == "stop"
     assert read.final.text == "Mild." and read.text == ["Mild."]
     prompt = read.final.extra["prompt_filter_results"]
     assert prompt[0]["content_filter_results"] == AZURE_SAFE
     # The last results that said something, not the `{}` of the closing chunk.
     assert read.final.choices[0].extra["content_filter_results"] == AZURE_SAFE
-    assert len(read.of_type("chunk")) == 3  # Azure's filter frame is not a chunk event
+    assert read.final.choices[0].extra["content_filter_offsets"]["end_offset"] == 5
+    assert len(read.chunks) == 5
+    assert len(read.of_type("chunk")) == 3  # Azure's filter frames are not chunk events
     theirs = official_final(server, stream_reply(azure_stream()))
     assert "content_filter_results" in theirs["choices"][0]
 
@@ -962,3 +1050,29 @@ def test_openai_usage_chunk_with_empty_choices(facade: Any, server: LocalServer)
     assert read.final.usage.to_dict() == usage
     assert read.final.text == "Hi" and read.text == ["Hi"]
     assert not read.final.extra  # `obfuscation` is padding, not part of the answer
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["create", "stream"])
+def test_openai_insufficient_quota_is_not_retried_but_a_rate_limit_is(
+    facade: Any, server: LocalServer, streamed: bool
+) -> None:
+    now = {"retry-after-ms": "0", "x-request-id": "req_quota"}
+    server.enqueue(
+        ErrorReply(429, "You exceeded your current quota", code="insufficient_quota", headers=now),
+        ErrorReply(429, "Rate limit reached", code="rate_limit_exceeded", headers=now),
+        Reply("Hi"),
+    )
+    client = facade.client(base_url=server.base_url, max_retries=2)
+
+    def call() -> str:
+        if streamed:
+            return "".join(c.text for c in client.stream_all(model=MODEL, messages=USER))
+        return str(client.create(model=MODEL, messages=USER).text)
+
+    with pytest.raises(InsufficientQuotaError) as caught:
+        call()
+    assert isinstance(caught.value, RateLimitError)
+    assert caught.value.request_id == "req_quota"
+    assert len(server.requests) == 1  # not retried: it would not succeed
+    assert call() == "Hi"  # a plain rate limit is retried
+    assert len(server.requests) == 3
