@@ -232,6 +232,14 @@ def test_chunks_without_choices_parse(payload: dict[str, Any]) -> None:
         ),
         (b"event: error\ndata: overloaded\n\n", APIStreamError, 200),
         (b'event: error\ndata: {"message": "overloaded"}\n\n', APIStreamError, 200),
+        # OpenRouter: a chunk with a top-level error beside a choice finished with "error"
+        (
+            b'data: {"id": "gen-1", "object": "chat.completion.chunk", "error": {"code": 502, '
+            b'"message": "overloaded"}, "choices": [{"index": 0, "delta": {"content": ""}, '
+            b'"finish_reason": "error"}]}\n\n',
+            InternalServerError,
+            502,
+        ),
     ],
 )
 def test_in_stream_errors_raise_the_matching_error(
@@ -250,6 +258,13 @@ def test_in_stream_errors_raise_the_matching_error(
     assert error.raw_body == data_line[len(b"data: ") :]
     assert error.request_id == "req_e"
     assert result(before).text == "partial"
+
+
+@pytest.mark.parametrize("error", [None, {}, "", "none"])
+def test_a_chunk_with_an_empty_error_field_is_a_chunk(error: Any) -> None:
+    parser = ChunkParser(request_id=None, max_line_bytes=MAX_LINE)
+    [got] = parser.feed(frame(chunk({"content": "fine"}, error=error)))
+    assert got.text == "fine" and got.extra["error"] == error
 
 
 @pytest.mark.parametrize(
@@ -438,6 +453,21 @@ def test_any_split_gives_the_same_chunks(cuts: list[int]) -> None:
     chunks, _ = parse(pieces)
     assert [c.to_dict() for c in chunks] == EXPECTED_SPLIT_CHUNKS
     assert result(chunks).to_dict() == EXPECTED_SPLIT_RESULT
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b" data: [DONE]\n\n", b"  \n" + OPENAI_STREAM, b"\n\n" + OPENAI_STREAM, b' {"error": {}}'],
+)
+def test_leading_whitespace_read_alone_parses_as_in_one_read(body: bytes) -> None:
+    def outcome(pieces: list[bytes]) -> Any:
+        try:
+            return [c.to_dict() for c in parse(pieces)[0]]
+        except Exception as exc:  # the kind of failure is what is compared
+            return type(exc).__name__
+
+    cut = len(body) - len(body.lstrip())
+    assert outcome([body[:cut], body[cut:]]) == outcome([body])
 
 
 def test_byte_by_byte_feeding() -> None:

@@ -902,6 +902,31 @@ def test_reasoning_is_kept_and_reachable(facade: Any, server: LocalServer, name:
     assert theirs["choices"][0]["message"][field] == message.extra[field]
 
 
+@pytest.mark.parametrize("how", HOWS)
+def test_openrouter_error_after_the_stream_started_raises(
+    facade: Any, server: LocalServer, how: str
+) -> None:
+    """OpenRouter cannot change the status once tokens went out: it sends a chunk with a
+    top-level `error` beside a choice finished with `"error"`. That is a failure, not an
+    answer (the official SDK raises too)."""
+    failed = chunk(
+        {"content": ""},
+        "error",
+        provider="OpenAI",
+        error={"code": "server_error", "message": "Provider disconnected unexpectedly"},
+    )
+    events = [
+        b": OPENROUTER PROCESSING\n\n",
+        event(chunk({"role": "assistant", "content": "Par"})),
+        event(failed),
+        DONE,
+    ]
+    error = stream_failure(facade, server, stream_reply(events), how)
+    assert isinstance(error, InternalServerError)
+    assert "Provider disconnected unexpectedly" in str(error)
+    assert error.partial is not None and error.partial.text == "Par"
+
+
 # ---------------------------------------------------------------- Azure, Groq, OpenAI
 
 
