@@ -277,7 +277,7 @@ class ChunkParser:
         return None
 
     def _on_event(self, kind: str, data: str) -> CreateChatCompletionChunk | None:
-        if data == "[DONE]":
+        if data.startswith("[DONE]"):  # as the official SDK reads it: `[DONE] ` ends too
             self.done = True
             return None
         if kind not in ("message", "error") or not data:
@@ -345,7 +345,7 @@ class ChunkParser:
                 request_id=self._request_id,
             )
         pending = self._decoder.pending_event()
-        if pending is not None and pending.data == "[DONE]":
+        if pending is not None and pending.data.startswith("[DONE]"):
             self.done = True  # "data: [DONE]" with no blank line after it: finished all the same
             return
         self._decoder.flush()

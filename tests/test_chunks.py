@@ -169,7 +169,9 @@ def test_done_stops_and_later_events_are_ignored() -> None:
     assert result(got).text == "a"
 
 
-@pytest.mark.parametrize("tail", [b"data: [DONE]\n", b"data: [DONE]", b"data:[DONE]\r\n"])
+@pytest.mark.parametrize(
+    "tail", [b"data: [DONE]\n", b"data: [DONE]", b"data:[DONE]\r\n", b"data: [DONE] \n\n"]
+)
 def test_done_without_a_trailing_blank_line_is_accepted(tail: bytes) -> None:
     chunks, parser = parse(frame(chunk({"content": "a"})) + tail)
     assert [c.text for c in chunks] == ["a"]

@@ -584,6 +584,26 @@ def test_llama_server_compact_stream_with_timings(facade: Any, server: LocalServ
     assert read.chunks[-1].extra["timings"] == timings
     assert read.final.extra["timings"] == timings
     assert [e.content for e in read.of_type("content.done")] == ["Mild."]
+    completion = {
+        "choices": [
+            {
+                "finish_reason": "stop",
+                "index": 0,
+                "message": {"role": "assistant", "content": "Mild."},
+            }
+        ],
+        "created": 1741570002,
+        "model": MODEL,
+        **fingerprint,
+        "object": "chat.completion",
+        "usage": {"completion_tokens": 2, "prompt_tokens": 4, "total_tokens": 6},
+        "id": "chatcmpl-Zq1",
+        "timings": timings,
+    }
+    body = json.dumps(completion, separators=COMPACT).encode()
+    response = create(facade, server, RawReply(body=body))
+    assert response.text == "Mild." and response.system_fingerprint == "b5000-abcdef12"
+    assert response.extra["timings"] == timings
 
 
 def test_llama_server_two_choices_with_a_usage_chunk_each(facade: Any, server: LocalServer) -> None:
@@ -1028,8 +1048,9 @@ def test_groq_usage_under_x_groq(facade: Any, server: LocalServer) -> None:
         b"data: [DONE]\r\n\r\n",
         b"data: [DONE]\n",
         b"data: [DONE]",
+        b"data: [DONE] \n\n",
     ],
-    ids=["openai", "no space", "crlf", "one newline", "no newline"],
+    ids=["openai", "no space", "crlf", "one newline", "no newline", "trailing space"],
 )
 def test_every_done_variant_ends_the_stream_cleanly(
     facade: Any, server: LocalServer, done: bytes
