@@ -5,12 +5,13 @@ tool call's id, type and name in every delta (only `arguments` are pieces to con
 llama-server interleaves choices and sends one usage chunk per choice, Groq puts usage under
 `x_groq.usage`, reasoning servers stream `reasoning_content` (DeepSeek, vLLM) or `reasoning`
 (OpenRouter, Ollama) beside `content`. What a server adds to the schema is kept: a delta's
-unknown text fields are concatenated, its unknown lists extended and its other unknown values
-set; the unknown fields of a choice (Azure's `content_filter_results`) and of a chunk (Azure's
-`prompt_filter_results`, llama-server's `timings`, Groq's `x_groq`) keep their latest value
-that is not null or empty, in the choice's and the completion's `extra`. Every stream
-object keeps one (`stream.accumulated`); it is public as `chatlib.ChatCompletionAccumulator`
-for chunks obtained some other way.
+unknown text fields are concatenated, its unknown lists extended (an item whose `index` was
+seen is merged into that item, as tool calls are: OpenRouter's `reasoning_details`) and its
+other unknown values set; the unknown fields of a choice (Azure's `content_filter_results`)
+and of a chunk (Azure's `prompt_filter_results`, llama-server's `timings`, Groq's `x_groq`)
+keep their latest value that is not null or empty, in the choice's and the completion's
+`extra`. Every stream object keeps one (`stream.accumulated`); it is public as
+`chatlib.ChatCompletionAccumulator` for chunks obtained some other way.
 """
 
 from __future__ import annotations
@@ -134,7 +135,10 @@ class ChatCompletionAccumulator:
     stream raises); use your own for chunks obtained elsewhere (a queue, a log, another
     client's stream). Content, refusals, reasoning text, tool call arguments and log
     probabilities are concatenated per choice; roles, ids, tool names and usage are set, so
-    servers that repeat them (Ollama, llama.cpp) do not get `assistantassistant`.
+    servers that repeat them (Ollama, llama.cpp) do not get `assistantassistant`. Fields a
+    server adds are kept in `.extra`: a delta's (text joined, lists merged by `index`) in the
+    message's, a choice's and a chunk's (their latest non-empty value) in the choice's and
+    the completion's.
 
     ```python
     from chatlib import ChatCompletionAccumulator
@@ -244,10 +248,9 @@ class ChatCompletionAccumulator:
                         state.extra_text.setdefault(key, []).append(value)
                     elif isinstance(value, list):  # e.g. OpenRouter's `reasoning_details`
                         pieces = state.extra_values.get(key)
-                        if isinstance(pieces, list):
-                            pieces.extend(value)
-                        else:
-                            state.extra_values[key] = list(value)
+                        if not isinstance(pieces, list):
+                            pieces = state.extra_values[key] = []
+                        _extend_pieces(pieces, value)
                     elif value is not None:
                         state.extra_values[key] = value
 
@@ -270,6 +273,32 @@ class ChatCompletionAccumulator:
         if self._extra:
             response.extra = dict(self._extra)
         return response
+
+
+# The fields of an indexed list item that name it rather than carry streamed text.
+_ITEM_NAMES = frozenset({"index", "type", "id", "format"})
+
+
+def _extend_pieces(pieces: list[Any], items: list[Any]) -> None:
+    """Add a delta list's items: one whose `index` was seen is merged into that item (its
+    text fields concatenated, its other fields set), as for tool calls; the rest appended.
+    So OpenRouter's `reasoning_details` pieces make the entries a non-streamed answer has."""
+    for item in items:
+        position = item.get("index") if isinstance(item, dict) else None
+        if position.__class__ is not int:
+            pieces.append(item)
+            continue
+        for seen in pieces:
+            if isinstance(seen, dict) and seen.get("index") == position:
+                for name, value in item.items():
+                    before = seen.get(name)
+                    if name not in _ITEM_NAMES and isinstance(value, str):
+                        seen[name] = before + value if isinstance(before, str) else value
+                    elif value is not None:
+                        seen[name] = value
+                break
+        else:
+            pieces.append(dict(item))
 
 
 def _add_tool_calls(state: _ChoiceState, fragments: list[Any]) -> None:
@@ -434,7 +463,9 @@ def _build_choice(index: int, state: _ChoiceState) -> ChatCompletionChoice:
         message.audio = audio
     if state.extra_text or state.extra_values:
         extra = {
-            key: list(value) if isinstance(value, list) else value
+            key: [dict(v) if isinstance(v, dict) else v for v in value]
+            if isinstance(value, list)
+            else value
             for key, value in state.extra_values.items()
         }
         extra.update((key, "".join(parts)) for key, parts in state.extra_text.items())

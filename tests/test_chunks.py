@@ -674,8 +674,10 @@ def test_reasoning_content_is_collected_into_message_extra() -> None:
 def test_unknown_fields_of_deltas_choices_and_chunks_reach_the_completion() -> None:
     accumulator = ChatCompletionAccumulator()
     pieces = [
-        {"index": 0, "type": "reasoning.text", "text": "a"},
-        {"index": 0, "type": "reasoning.text", "text": "b"},
+        {"index": 0, "type": "reasoning.text", "text": "a", "format": "f"},
+        {"index": 0, "type": "reasoning.text", "text": "b", "format": "f", "signature": "s"},
+        {"index": 1, "type": "reasoning.encrypted", "data": "xyz"},
+        "plain",
     ]
     accumulator.add(
         {
@@ -709,7 +711,13 @@ def test_unknown_fields_of_deltas_choices_and_chunks_reach_the_completion() -> N
     completion = accumulator.result()
     message = completion.choices[0].message
     assert message is not None
-    assert message.extra == {"reasoning": "ab", "reasoning_details": pieces, "score": 1}
+    merged = {"index": 0, "type": "reasoning.text", "text": "ab", "format": "f", "signature": "s"}
+    assert message.extra == {
+        "reasoning": "ab",
+        "reasoning_details": [merged, pieces[2], "plain"],  # by index, as tool calls
+        "score": 1,
+    }
+    assert pieces[0]["text"] == "a"  # the chunks are left as they came
     assert completion.choices[0].extra == {
         "content_filter_results": {"hate": "safe"},
         "stop_reason": 0,

@@ -913,8 +913,10 @@ def test_reasoning_is_kept_and_reachable(facade: Any, server: LocalServer, name:
     assert read.text == ["9.8", " is larger."]  # reasoning is not answer text
     assert [e.content for e in read.of_type("content.done")] == ["9.8 is larger."]
     if name == "openrouter":
-        details = message.extra["reasoning_details"]
-        assert "".join(d["text"] for d in details) == "Compare the tenths."
+        # One entry per index, as a non-streamed answer has it.
+        assert message.extra["reasoning_details"] == [
+            {"type": "reasoning.text", "text": "Compare the tenths.", "index": 0}
+        ]
         assert read.final.choices[0].extra["native_finish_reason"] == "stop"
         assert read.final.extra["provider"] == "OpenAI"
     # The official helper keeps the reasoning too: chatlib reads at least as much.
