@@ -190,6 +190,8 @@ class ChatCompletionAccumulator:
             header["system_fingerprint"] = chunk.system_fingerprint
         if chunk.service_tier:
             header["service_tier"] = chunk.service_tier
+        if chunk.moderation is not None:  # the moderation chunk of a moderated completion
+            header["moderation"] = chunk.moderation
         extra = chunk.extra
         if extra is not EMPTY_EXTRA and extra:
             _keep_latest(self._extra, extra)
@@ -267,7 +269,7 @@ class ChatCompletionAccumulator:
         )
         if self._usage is not None:
             response.usage = self._usage
-        for name in ("system_fingerprint", "service_tier"):
+        for name in ("system_fingerprint", "service_tier", "moderation"):
             if name in header:
                 setattr(response, name, header[name])
         if self._extra:

@@ -1124,3 +1124,39 @@ def test_openai_insufficient_quota_is_not_retried_but_a_rate_limit_is(
     assert len(server.requests) == 1  # not retried: it would not succeed
     assert call() == "Hi"  # a plain rate limit is retried
     assert len(server.requests) == 3
+
+
+MODERATION = {
+    "input": {
+        "type": "moderation_results",
+        "model": "omni-moderation-latest",
+        "results": [
+            {
+                "type": "moderation_result",
+                "model": "omni-moderation-latest",
+                "flagged": False,
+                "categories": {"violence": False},
+                "category_scores": {"violence": 0.001},
+                "category_applied_input_types": {"violence": ["text"]},
+            }
+        ],
+    },
+    "output": {"type": "error", "code": "moderation_unavailable", "message": "try later"},
+}
+
+
+def test_openai_moderation_chunk_reaches_the_completion(facade: Any, server: LocalServer) -> None:
+    events = [
+        event(chunk({"role": "assistant", "content": ""})),
+        event(chunk({"content": "Hi"}, "stop")),
+        event({**HEAD, "model": MODEL, "choices": [], "moderation": MODERATION}),
+        DONE,
+    ]
+    read = read_every_way(
+        facade, server, stream_reply(events), moderation={"model": "omni-moderation-latest"}
+    )
+    assert read.chunks[-1].moderation == MODERATION
+    assert read.final.moderation == MODERATION  # as a non-streamed answer has it
+    assert read.final.text == "Hi"
+    theirs = official_final(server, stream_reply(events))  # the official helper keeps it too
+    assert theirs["moderation"]["output"]["code"] == read.final.moderation["output"]["code"]
