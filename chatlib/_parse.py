@@ -67,7 +67,7 @@ def _is_stream_error(data: dict[str, Any]) -> bool:
     stream that failed after it started so, with `"finish_reason": "error"`; the official
     SDK raises for it too)."""
     if "choices" not in data:
-        return "error" in data or data.get("object") == "error"
+        return _is_error_object(data)
     if "error" not in data:
         return False
     error = data["error"]
