@@ -3,9 +3,15 @@
 Robust to what real servers do: Ollama repeats the role in every delta, llama.cpp repeats a
 tool call's id, type and name in every delta (only `arguments` are pieces to concatenate),
 llama-server interleaves choices and sends one usage chunk per choice, Groq puts usage under
-`x_groq.usage`, reasoning servers stream `reasoning_content` beside `content`. Every stream
-object keeps one (`stream.accumulated`); it is public as `chatlib.ChatCompletionAccumulator`
-for chunks obtained some other way.
+`x_groq.usage`, reasoning servers stream `reasoning_content` (DeepSeek, vLLM) or `reasoning`
+(OpenRouter, Ollama) beside `content`. What a server adds to the schema is kept: a delta's
+unknown text fields are concatenated, its unknown lists extended (an item whose `index` was
+seen is merged into that item, as tool calls are: OpenRouter's `reasoning_details`) and its
+other unknown values set; the unknown fields of a choice (Azure's `content_filter_results`)
+and of a chunk (Azure's `prompt_filter_results`, llama-server's `timings`, Groq's `x_groq`)
+keep their latest value that is not null or empty, in the choice's and the completion's
+`extra`. Every stream object keeps one (`stream.accumulated`); it is public as
+`chatlib.ChatCompletionAccumulator` for chunks obtained some other way.
 """
 
 from __future__ import annotations
@@ -59,9 +65,11 @@ class _AudioState:
 class _ChoiceState:
     __slots__ = (
         "audio",
+        "choice_extra",
         "content",
         "content_seen",
         "extra_text",
+        "extra_values",
         "finish_reason",
         "function_args",
         "function_name",
@@ -84,6 +92,8 @@ class _ChoiceState:
         self.logprobs: list[TokenLogprob] | None = None
         self.refusal_logprobs: list[TokenLogprob] | None = None
         self.extra_text: dict[str, list[str]] = {}
+        self.extra_values: dict[str, Any] = {}  # a delta's unknown fields that are not text
+        self.choice_extra: dict[str, Any] = {}  # the choice's own unknown fields
         self.audio: _AudioState | None = None
 
 
@@ -92,6 +102,21 @@ def _text(value: Any, what: str) -> str | None:
     if value is None or value.__class__ is str:
         return value
     raise ModelShapeError(f"{what} must be a string, got {type(value).__name__}")
+
+
+def _filled(value: Any) -> bool:
+    """Whether an unknown field's value says something: not null, not `{}`, `[]` or `""`
+    (Azure's later chunks send `"content_filter_results": {}`, which must not blank the
+    results an earlier chunk carried)."""
+    if value is None:
+        return False
+    return bool(value) if value.__class__ in (dict, list, str) else True
+
+
+def _keep_latest(target: dict[str, Any], extra: Mapping[str, Any]) -> None:
+    for key, value in extra.items():
+        if _filled(value):
+            target[key] = value
 
 
 def _index(value: Any, what: str) -> int:
@@ -110,7 +135,10 @@ class ChatCompletionAccumulator:
     stream raises); use your own for chunks obtained elsewhere (a queue, a log, another
     client's stream). Content, refusals, reasoning text, tool call arguments and log
     probabilities are concatenated per choice; roles, ids, tool names and usage are set, so
-    servers that repeat them (Ollama, llama.cpp) do not get `assistantassistant`.
+    servers that repeat them (Ollama, llama.cpp) do not get `assistantassistant`. Fields a
+    server adds are kept in `.extra`: a delta's (text joined, lists merged by `index`) in the
+    message's, a choice's and a chunk's (their latest non-empty value) in the choice's and
+    the completion's.
 
     ```python
     from chatlib import ChatCompletionAccumulator
@@ -125,6 +153,7 @@ class ChatCompletionAccumulator:
     def __init__(self) -> None:
         self._choices: dict[int, _ChoiceState] = {}
         self._header: dict[str, Any] = {}
+        self._extra: dict[str, Any] = {}  # the chunks' unknown top-level fields
         self._usage: ChatCompletionUsage | None = None
 
     def add(self, chunk: CreateChatCompletionChunk | Mapping[str, Any] | Any) -> None:
@@ -161,10 +190,15 @@ class ChatCompletionAccumulator:
             header["system_fingerprint"] = chunk.system_fingerprint
         if chunk.service_tier:
             header["service_tier"] = chunk.service_tier
+        if chunk.moderation is not None:  # the moderation chunk of a moderated completion
+            header["moderation"] = chunk.moderation
+        extra = chunk.extra
+        if extra is not EMPTY_EXTRA and extra:
+            _keep_latest(self._extra, extra)
         if chunk.usage is not None:
             self._usage = chunk.usage
-        elif chunk.extra is not EMPTY_EXTRA and chunk.extra:
-            groq = chunk.extra.get("x_groq")
+        elif extra is not EMPTY_EXTRA and extra:
+            groq = extra.get("x_groq")
             if isinstance(groq, dict) and isinstance(groq.get("usage"), dict):
                 self._usage = ChatCompletionUsage.from_dict(groq["usage"])
         for choice in chunk.choices:
@@ -174,6 +208,8 @@ class ChatCompletionAccumulator:
                 state = self._choices[index] = _ChoiceState()
             if choice.finish_reason is not None:
                 state.finish_reason = choice.finish_reason
+            if choice.extra is not EMPTY_EXTRA and choice.extra:
+                _keep_latest(state.choice_extra, choice.extra)
             logprobs = choice.logprobs
             if logprobs is not None:
                 if logprobs.content:
@@ -212,6 +248,13 @@ class ChatCompletionAccumulator:
                 for key, value in delta.extra.items():
                     if isinstance(value, str):
                         state.extra_text.setdefault(key, []).append(value)
+                    elif isinstance(value, list):  # e.g. OpenRouter's `reasoning_details`
+                        pieces = state.extra_values.get(key)
+                        if not isinstance(pieces, list):
+                            pieces = state.extra_values[key] = []
+                        _extend_pieces(pieces, value)
+                    elif value is not None:
+                        state.extra_values[key] = value
 
     def result(self) -> CreateChatCompletionResponse:
         """The completion assembled from the chunks added so far."""
@@ -226,10 +269,38 @@ class ChatCompletionAccumulator:
         )
         if self._usage is not None:
             response.usage = self._usage
-        for name in ("system_fingerprint", "service_tier"):
+        for name in ("system_fingerprint", "service_tier", "moderation"):
             if name in header:
                 setattr(response, name, header[name])
+        if self._extra:
+            response.extra = dict(self._extra)
         return response
+
+
+# The fields of an indexed list item that name it rather than carry streamed text.
+_ITEM_NAMES = frozenset({"index", "type", "id", "format"})
+
+
+def _extend_pieces(pieces: list[Any], items: list[Any]) -> None:
+    """Add a delta list's items: one whose `index` was seen is merged into that item (its
+    text fields concatenated, its other fields set), as for tool calls; the rest appended.
+    So OpenRouter's `reasoning_details` pieces make the entries a non-streamed answer has."""
+    for item in items:
+        position = item.get("index") if isinstance(item, dict) else None
+        if position.__class__ is not int:
+            pieces.append(item)
+            continue
+        for seen in pieces:
+            if isinstance(seen, dict) and seen.get("index") == position:
+                for name, value in item.items():
+                    before = seen.get(name)
+                    if name not in _ITEM_NAMES and isinstance(value, str):
+                        seen[name] = before + value if isinstance(before, str) else value
+                    elif value is not None:
+                        seen[name] = value
+                break
+        else:
+            pieces.append(dict(item))
 
 
 def _add_tool_calls(state: _ChoiceState, fragments: list[Any]) -> None:
@@ -392,9 +463,18 @@ def _build_choice(index: int, state: _ChoiceState) -> ChatCompletionChoice:
         if state.audio.expires_at is not None:
             audio.expires_at = state.audio.expires_at
         message.audio = audio
-    if state.extra_text:
-        message.extra = {key: "".join(parts) for key, parts in state.extra_text.items()}
+    if state.extra_text or state.extra_values:
+        extra = {
+            key: [dict(v) if isinstance(v, dict) else v for v in value]
+            if isinstance(value, list)
+            else value
+            for key, value in state.extra_values.items()
+        }
+        extra.update((key, "".join(parts)) for key, parts in state.extra_text.items())
+        message.extra = extra
     choice = ChatCompletionChoice(index=index, message=message, finish_reason=state.finish_reason)
+    if state.choice_extra:
+        choice.extra = dict(state.choice_extra)
     if state.logprobs is not None or state.refusal_logprobs is not None:
         choice.logprobs = ChoiceLogprobs(content=state.logprobs)
         if state.refusal_logprobs is not None:

@@ -61,6 +61,19 @@ def _is_error_object(data: dict[str, Any]) -> bool:
     return "error" in data or data.get("object") == "error"
 
 
+def _is_stream_error(data: dict[str, Any]) -> bool:
+    """Whether a stream frame reports an error: an error object (OpenAI, llama-server, vLLM),
+    or a chunk whose `error` is a non-empty object beside its choices (OpenRouter ends a
+    stream that failed after it started so, with `"finish_reason": "error"`; the official
+    SDK raises for it too)."""
+    if "choices" not in data:
+        return _is_error_object(data)
+    if "error" not in data:
+        return False
+    error = data["error"]
+    return error.__class__ is dict and bool(error)
+
+
 def json_parser(cls: type[_M], what: str) -> Callable[[int, Mapping[str, str], bytes], _M]:
     """A parser of 2xx JSON bodies into `cls` (called `what` in errors): malformed bodies
     raise with the raw body kept, and a completion keeps the response's headers (`.headers`,
@@ -225,6 +238,9 @@ class ChunkParser:
         if not self._started:
             first = _NOT_SPACE.search(data)  # the first byte that is not whitespace, no copy
             if first is None:
+                # Not known yet whether this is SSE or JSON: the decoder keeps it, so a read
+                # of whitespace alone parses as it would at the head of a larger read.
+                self._decoder.push(data)
                 return
             self._started = True
             if first.group() in (b"{", b"[", b"<"):  # a JSON body or an HTML page, not SSE
@@ -264,7 +280,7 @@ class ChunkParser:
         return None
 
     def _on_event(self, kind: str, data: str) -> CreateChatCompletionChunk | None:
-        if data == "[DONE]":
+        if data.startswith("[DONE]"):  # as the official SDK reads it: `[DONE] ` ends too
             self.done = True
             return None
         if kind not in ("message", "error") or not data:
@@ -292,7 +308,7 @@ class ChunkParser:
                 body=payload,
                 request_id=self._request_id,
             )
-        if kind == "error" or ("choices" not in payload and _is_error_object(payload)):
+        if kind == "error" or _is_stream_error(payload):
             raw = data.encode("utf-8")
             raise error_from_stream_payload(payload, raw, request_id=self._request_id)
         try:
@@ -332,7 +348,7 @@ class ChunkParser:
                 request_id=self._request_id,
             )
         pending = self._decoder.pending_event()
-        if pending is not None and pending.data == "[DONE]":
+        if pending is not None and pending.data.startswith("[DONE]"):
             self.done = True  # "data: [DONE]" with no blank line after it: finished all the same
             return
         self._decoder.flush()

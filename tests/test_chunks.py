@@ -169,7 +169,9 @@ def test_done_stops_and_later_events_are_ignored() -> None:
     assert result(got).text == "a"
 
 
-@pytest.mark.parametrize("tail", [b"data: [DONE]\n", b"data: [DONE]", b"data:[DONE]\r\n"])
+@pytest.mark.parametrize(
+    "tail", [b"data: [DONE]\n", b"data: [DONE]", b"data:[DONE]\r\n", b"data: [DONE] \n\n"]
+)
 def test_done_without_a_trailing_blank_line_is_accepted(tail: bytes) -> None:
     chunks, parser = parse(frame(chunk({"content": "a"})) + tail)
     assert [c.text for c in chunks] == ["a"]
@@ -232,6 +234,14 @@ def test_chunks_without_choices_parse(payload: dict[str, Any]) -> None:
         ),
         (b"event: error\ndata: overloaded\n\n", APIStreamError, 200),
         (b'event: error\ndata: {"message": "overloaded"}\n\n', APIStreamError, 200),
+        # OpenRouter: a chunk with a top-level error beside a choice finished with "error"
+        (
+            b'data: {"id": "gen-1", "object": "chat.completion.chunk", "error": {"code": 502, '
+            b'"message": "overloaded"}, "choices": [{"index": 0, "delta": {"content": ""}, '
+            b'"finish_reason": "error"}]}\n\n',
+            InternalServerError,
+            502,
+        ),
     ],
 )
 def test_in_stream_errors_raise_the_matching_error(
@@ -250,6 +260,13 @@ def test_in_stream_errors_raise_the_matching_error(
     assert error.raw_body == data_line[len(b"data: ") :]
     assert error.request_id == "req_e"
     assert result(before).text == "partial"
+
+
+@pytest.mark.parametrize("error", [None, {}, "", "none"])
+def test_a_chunk_with_an_empty_error_field_is_a_chunk(error: Any) -> None:
+    parser = ChunkParser(request_id=None, max_line_bytes=MAX_LINE)
+    [got] = parser.feed(frame(chunk({"content": "fine"}, error=error)))
+    assert got.text == "fine" and got.extra["error"] == error
 
 
 @pytest.mark.parametrize(
@@ -438,6 +455,21 @@ def test_any_split_gives_the_same_chunks(cuts: list[int]) -> None:
     chunks, _ = parse(pieces)
     assert [c.to_dict() for c in chunks] == EXPECTED_SPLIT_CHUNKS
     assert result(chunks).to_dict() == EXPECTED_SPLIT_RESULT
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b" data: [DONE]\n\n", b"  \n" + OPENAI_STREAM, b"\n\n" + OPENAI_STREAM, b' {"error": {}}'],
+)
+def test_leading_whitespace_read_alone_parses_as_in_one_read(body: bytes) -> None:
+    def outcome(pieces: list[bytes]) -> Any:
+        try:
+            return [c.to_dict() for c in parse(pieces)[0]]
+        except Exception as exc:  # the kind of failure is what is compared
+            return type(exc).__name__
+
+    cut = len(body) - len(body.lstrip())
+    assert outcome([body[:cut], body[cut:]]) == outcome([body])
 
 
 def test_byte_by_byte_feeding() -> None:
@@ -637,6 +669,61 @@ def test_reasoning_content_is_collected_into_message_extra() -> None:
     message = result(chunks).choices[0].message
     assert message.content == "9.8 is larger"
     assert message.extra["reasoning_content"] == "Compare the tenths."
+
+
+def test_unknown_fields_of_deltas_choices_and_chunks_reach_the_completion() -> None:
+    accumulator = ChatCompletionAccumulator()
+    pieces = [
+        {"index": 0, "type": "reasoning.text", "text": "a", "format": "f"},
+        {"index": 0, "type": "reasoning.text", "text": "b", "format": "f", "signature": "s"},
+        {"index": 1, "type": "reasoning.encrypted", "data": "xyz"},
+        "plain",
+    ]
+    accumulator.add(
+        {
+            "id": "c1",
+            "timings": {"n": 1},
+            "blank": {"x": 1},
+            "choices": [
+                {
+                    "index": 0,
+                    "delta": {"reasoning": "a", "reasoning_details": pieces[:1], "score": 1},
+                    "content_filter_results": {"hate": "safe"},
+                }
+            ],
+        }
+    )
+    accumulator.add(
+        {
+            "id": "c1",
+            "timings": {"n": 2},
+            "blank": {},  # empty: does not blank what an earlier chunk said
+            "choices": [
+                {
+                    "index": 0,
+                    "delta": {"reasoning": "b", "reasoning_details": pieces[1:], "score": None},
+                    "content_filter_results": {},
+                    "stop_reason": 0,
+                }
+            ],
+        }
+    )
+    completion = accumulator.result()
+    message = completion.choices[0].message
+    assert message is not None
+    merged = {"index": 0, "type": "reasoning.text", "text": "ab", "format": "f", "signature": "s"}
+    assert message.extra == {
+        "reasoning": "ab",
+        "reasoning_details": [merged, pieces[2], "plain"],  # by index, as tool calls
+        "score": 1,
+    }
+    assert pieces[0]["text"] == "a"  # the chunks are left as they came
+    assert completion.choices[0].extra == {
+        "content_filter_results": {"hate": "safe"},
+        "stop_reason": 0,
+    }
+    assert completion.extra == {"timings": {"n": 2}, "blank": {"x": 1}}
+    assert completion.to_dict()["timings"] == {"n": 2}
 
 
 def test_azure_empty_first_chunk_does_not_blank_the_id_and_model() -> None:
