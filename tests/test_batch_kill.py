@@ -58,7 +58,12 @@ def start(tmp_path: Path, server: LocalServer, *extra: str) -> subprocess.Popen[
 
 
 def complete_lines(path: Path) -> int:
-    return len(output_ids(path)) if path.exists() else 0
+    """Whole lines in the output of a running child; -1 when a read raced the child cutting
+    off a torn line (the read went on from an offset now inside a new record: read again)."""
+    try:
+        return len(output_ids(path)) if path.exists() else 0
+    except json.JSONDecodeError:
+        return -1
 
 
 def wait_for(predicate: object, timeout: float = 30.0) -> None:

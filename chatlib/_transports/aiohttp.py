@@ -238,7 +238,10 @@ class _Connector(aiohttp.TCPConnector):
         """A connection from the pool (or a new one) with nothing unread waiting on it."""
         for _ in range(3):  # a server that speaks first on every new connection: give up
             connection = await super().connect(*args, **kwargs)
-            if not _has_unread(connection.protocol):
+            protocol = connection.protocol
+            # Only a pooled connection can hold what nobody asked for (a new one: a server
+            # that speaks first, left to the read).
+            if not getattr(protocol, "pooled", False) or not _has_unread(protocol):
                 break
             connection.close()
         return connection
