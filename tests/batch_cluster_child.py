@@ -23,6 +23,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -46,14 +47,32 @@ def kill_when_written(directory: Path, count: int, kill: Any) -> threading.Threa
     return thread
 
 
-def wait_for_busy(busy: Any) -> int | None:
-    """A worker process running a partition now (so the kill loses requests in flight),
-    waiting up to 10 s for one; `None` if none was seen."""
+def talking_to(pid: int, port: int) -> bool:
+    """Whether process `pid` has a connection open to `port` on loopback: a partition that
+    has begun sending and not yet closed its client, so it has requests in flight."""
+    import psutil
+
+    try:
+        process = psutil.Process(pid)
+        # `net_connections` since psutil 6; `connections` before
+        connections = getattr(process, "net_connections", process.connections)(kind="tcp")
+    except (psutil.Error, OSError):
+        return False
+    return any(
+        c.raddr and c.raddr.port == port and c.status == psutil.CONN_ESTABLISHED
+        for c in connections
+    )
+
+
+def wait_for_busy(busy: Any, port: int) -> int | None:
+    """A worker process running a partition now and talking to the server on `port` (so
+    the kill loses requests in flight, not a partition starting or closing), waiting up to
+    10 s for one; `None` if none was seen."""
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        workers = busy()
-        if workers:
-            return int(workers[0])
+        for pid in busy():
+            if talking_to(int(pid), port):
+                return int(pid)
         time.sleep(0.005)
     return None
 
@@ -79,6 +98,7 @@ def main() -> None:
     engine, workdir, echo_url, slow_url = sys.argv[1:5]
     work = Path(workdir)
     result: dict[str, Any] = {"engine": engine}
+    slow_port = urllib.parse.urlsplit(slow_url).port
     if engine == "dask":
         from distributed import Client, LocalCluster
 
@@ -105,7 +125,7 @@ def main() -> None:
             return [pid_of[address] for address, keys in client.processing().items() if keys]
 
         def kill() -> None:
-            victim = wait_for_busy(busy_workers)
+            victim = wait_for_busy(busy_workers, slow_port)
             result["killed_at_lines"] = lines_in(work / "kill")
             result["killed_pid"] = victim
             if victim is not None:
@@ -134,7 +154,7 @@ def main() -> None:
         result["workers_guarded"] = all(ray.get([guarded.remote() for _ in range(4)]))
 
         def kill() -> None:
-            victim = wait_for_busy(ray_partition_workers)
+            victim = wait_for_busy(ray_partition_workers, slow_port)
             result["killed_at_lines"] = lines_in(work / "kill")
             result["killed_pid"] = victim
             if victim is not None:
