@@ -376,6 +376,25 @@ def test_a_server_given_delay_is_waited_like_the_official_sdk(
     assert wait <= my_wait < 5  # the given delay, not the 0.5 s backoff nor the 30 s
 
 
+def test_a_retry_after_of_zero_retries_at_once_where_the_sdk_backs_off(
+    facade: Any, server: LocalServer
+) -> None:
+    """A documented difference: the SDK takes only a delay above 0 from the server, so
+    `Retry-After: 0` gets its 0.5 s backoff; chatlib retries at once, as asked."""
+    actions = [ErrorReply(503, headers={"retry-after": "0"})]
+    ours = facade.client(base_url=server.base_url, max_retries=1)
+    with openai.OpenAI(base_url=server.base_url, api_key="k", max_retries=1) as sdk:
+        start = time.monotonic()
+        theirs = _attempts(server, actions, lambda: sdk.chat.completions.create(**_request()))
+        their_wait = time.monotonic() - start
+    start = time.monotonic()
+    mine = _attempts(server, actions, lambda: ours.create(**_request()))
+    my_wait = time.monotonic() - start
+    assert mine == theirs == (2, "ok")
+    assert their_wait >= 0.375  # the first backoff, jittered
+    assert my_wait < their_wait
+
+
 def test_an_http_date_retry_after_is_honoured_like_the_official_sdk(
     facade: Any, server: LocalServer
 ) -> None:
