@@ -139,8 +139,10 @@ class ClientSettings(TypedDict, total=False):
         base_url: The API root, e.g. `"http://127.0.0.1:8080/v1"`; default
             `OPENAI_BASE_URL`, else OpenAI's. A query string (Azure's `?api-version=`) is
             kept after the path.
-        organization: The `OpenAI-Organization` header; default `OPENAI_ORG_ID`.
-        project: The `OpenAI-Project` header; default `OPENAI_PROJECT_ID`.
+        organization: The `OpenAI-Organization` header; default `OPENAI_ORG_ID`. `""`
+            sends none, whatever the environment says.
+        project: The `OpenAI-Project` header; default `OPENAI_PROJECT_ID`. `""` sends
+            none, whatever the environment says.
         default_headers: Headers sent with every request.
         default_query: Query parameters sent with every request.
         timeout: A `Timeout`, or a number of seconds for all three limits; default
@@ -266,8 +268,9 @@ class ClientConfig:
         return cls(
             base_url=url.rstrip("/"),
             api_key=key if isinstance(key, KeyProvider) else Secret(key) if key else None,
-            organization=organization or _env("OPENAI_ORG_ID"),
-            project=project or _env("OPENAI_PROJECT_ID"),
+            # As for the key, only `None` reads the environment: `""` turns the header off.
+            organization=_env("OPENAI_ORG_ID") if organization is None else organization,
+            project=_env("OPENAI_PROJECT_ID") if project is None else project,
             default_headers=dict(default_headers or {}),
             default_query=dict(default_query or {}),
             timeout=Timeout() if timeout is None else Timeout.of(timeout),
