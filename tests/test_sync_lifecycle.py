@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -130,6 +131,8 @@ def test_closing_the_client_wakes_a_thread_blocked_in_a_call(
     (error,) = outcome
     assert isinstance(error, ClientClosedError), repr(error)
     assert "closed while this call was in flight" in str(error)
+    assert error.__context__ is None and error.__cause__ is None  # no library exception
+    assert "sk-test" not in repr(pickle.loads(pickle.dumps(error)).__dict__)
     assert len(server.requests) == 1  # not retried
     assert settled_fds(fds_before) <= fds_before
 
