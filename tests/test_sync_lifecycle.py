@@ -137,6 +137,39 @@ def test_closing_the_client_wakes_a_thread_blocked_in_a_call(
     assert settled_fds(fds_before) <= fds_before
 
 
+def test_closing_a_stream_from_another_thread_ends_its_iteration_at_once(
+    server: LocalServer,
+) -> None:
+    """A stream read in one thread, closed in another (a cancel button): `close()` returns at
+    once instead of waiting for the blocked read's timeout, and the reader's loop just ends."""
+    fds_before = open_fds()
+    chat = SyncChat(base_url=server.base_url, api_key="sk-test", timeout=TIMEOUT)
+    server.enqueue(Reply(LONG, piece_delay=3))  # a chunk, then a long silence
+    stream = chat.stream(**ask("x"))
+    read: list[Any] = []
+
+    def reader() -> None:
+        try:
+            read.extend(chunk.text for chunk in stream)
+            read.append("ended")
+        except BaseException as exc:
+            read.append(exc)
+
+    thread = threading.Thread(target=reader, daemon=True)
+    thread.start()
+    time.sleep(0.5)  # the reader is blocked in the silence
+    started = time.monotonic()
+    stream.close()
+    thread.join(5)
+
+    assert time.monotonic() - started < 1.0
+    assert not thread.is_alive()
+    assert read[-1] == "ended"
+    assert chat.create(**ask("next")).text == "Echo: next"
+    chat.close()
+    assert settled_fds(fds_before) <= fds_before
+
+
 def add(a: int, b: int) -> int:
     """Add two numbers."""
     return a + b

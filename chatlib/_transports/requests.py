@@ -179,8 +179,21 @@ class _RequestsResponse:
             self._calls.discard(sock)
 
     def close(self) -> None:
+        raw = self._response.raw
+        connection = getattr(raw, "_connection", None)
+        sock = getattr(connection, "sock", None)
+        if sock is not None and not _body_complete(raw):
+            # The connection cannot be reused anyway; shutting it down first wakes a thread
+            # blocked reading this body (closing alone would wait for that read to end).
+            _shut(sock)
         self._unwatch()  # before the connection can go back to the pool
         self._response.close()
+
+
+def _body_complete(raw: Any) -> bool:
+    """Whether the whole body was read (`http.client` closes its response at the end)."""
+    isclosed = getattr(getattr(raw, "_fp", None), "isclosed", None)
+    return isclosed is None or bool(isclosed())
 
 
 # ---------------------------------------------------------------- deadline-aware connections
