@@ -186,6 +186,8 @@ class AsyncChatStream(StreamBase[AsyncResponse], AsyncIterator[CreateChatComplet
             try:
                 state.advance(await anext(self._body, None))
             except BaseException as exc:
+                if self._closed and isinstance(exc, APIError):
+                    raise StopAsyncIteration from None  # `aclose()` by another task cut the read
                 await self.aclose()
                 state.failed(exc)
                 raise

@@ -71,6 +71,10 @@ class Secret:
         )
 
 
+# Longer than any call can last; beyond ~9.2e9 s a socket timeout or a lock wait overflows.
+_NO_LIMIT_ABOVE = 1e9
+
+
 def _check_seconds(name: str, value: float | None) -> None:
     if value is None:
         return
@@ -88,7 +92,9 @@ class Timeout:
         total: the whole call, retries and their waits included (for a stream: until it ends).
 
     `None` disables one limit; the defaults bound all three. A plain number `n` given
-    where a timeout is expected means `Timeout(connect=n, read=n, total=n)`.
+    where a timeout is expected means `Timeout(connect=n, read=n, total=n)`. Infinity, or
+    any limit over a billion seconds (about 31 years), means no limit: it becomes `None`
+    (sockets and timers refuse such values).
     """
 
     connect: float | None = 10.0
@@ -97,7 +103,10 @@ class Timeout:
 
     def __attrs_post_init__(self) -> None:
         for name in ("connect", "read", "total"):
-            _check_seconds(name, getattr(self, name))
+            value = getattr(self, name)
+            _check_seconds(name, value)
+            if value is not None and value > _NO_LIMIT_ABOVE:
+                object.__setattr__(self, name, None)
 
     @classmethod
     def of(cls, value: TimeoutLike) -> Timeout:

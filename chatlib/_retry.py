@@ -18,6 +18,7 @@ from chatlib.errors import (
     APIError,
     APIStatusError,
     BodyTooLargeError,
+    ClientClosedError,
     InsufficientQuotaError,
 )
 
@@ -47,7 +48,7 @@ class RetryPolicy:
 
     def is_retryable(self, error: APIError, headers: Mapping[str, str]) -> bool:
         """Whether this failure may succeed if the same request is sent again."""
-        if isinstance(error, (InsufficientQuotaError, BodyTooLargeError)):
+        if isinstance(error, (InsufficientQuotaError, BodyTooLargeError, ClientClosedError)):
             return False
         should = header(headers, "x-should-retry")
         if should == "true":

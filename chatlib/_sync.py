@@ -144,6 +144,8 @@ class ChatStream(StreamBase[SyncResponse], Iterator[CreateChatCompletionChunk]):
             try:
                 state.advance(next(self._body, None))
             except BaseException as exc:
+                if self._closed and isinstance(exc, APIError):
+                    raise StopIteration from None  # `close()` from another thread cut the read
                 self.close()
                 state.failed(exc)
                 raise

@@ -31,6 +31,7 @@ __all__ = [
     "BadRequestError",
     "BodyTooLargeError",
     "ChatLibError",
+    "ClientClosedError",
     "ConflictError",
     "ContentFilterFinishReasonError",
     "CredentialError",
@@ -251,6 +252,15 @@ class APITimeoutError(APIConnectionError):
     """A connect, read or total deadline passed."""
 
     def __init__(self, message: str = "Request timed out.", **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+
+
+class ClientClosedError(APIConnectionError):
+    """The client was closed: a call made after `close()`, or one in flight (a create
+    waiting for its answer, a stream being read) when another thread closed it. Not
+    retried."""
+
+    def __init__(self, message: str = "The client is closed.", **kwargs: Any) -> None:
         super().__init__(message, **kwargs)
 
 

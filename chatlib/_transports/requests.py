@@ -1,9 +1,10 @@
 """The default sync transport, on `requests`: the only module that imports requests/urllib3.
 
 Besides sending, it enforces the call's total deadline on blocking sockets (a watchdog shuts
-a socket down when the deadline passes, also while headers or a body trickle in), skips
-interim 1xx answers, reads proxy settings once per server, and gives a forked child its own
-connection pool.
+a socket down when the deadline passes, also while headers or a body trickle in), cuts the
+calls in flight when it is closed (so a thread blocked in one wakes with `ClientClosedError`),
+skips interim 1xx answers, reads proxy settings once per server, and gives a forked child its
+own connection pool.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import contextlib
 import contextvars
 import http.client
 import os
+import socket
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -23,10 +26,11 @@ import urllib3.connectionpool
 import urllib3.exceptions
 
 from chatlib._environment import ProxyTable, ca_bundle
+from chatlib._headers import safe_url
 from chatlib._request import HttpRequest
 from chatlib._transports.base import transport_error
 from chatlib._transports.watchdog import Watch, watchdog
-from chatlib.errors import APIConnectionError, deadline_exceeded
+from chatlib.errors import APIConnectionError, ClientClosedError, deadline_exceeded
 
 __all__ = ["RequestsTransport", "Session"]
 
@@ -37,8 +41,12 @@ _FAILURES = (requests.RequestException, urllib3.exceptions.HTTPError, OSError, V
 _TIMEOUTS = (requests.exceptions.Timeout, urllib3.exceptions.TimeoutError, TimeoutError)
 
 
-def _translate(exc: BaseException, url: str, deadline: float | None) -> APIConnectionError:
+def _translate(
+    exc: BaseException, url: str, deadline: float | None, calls: _InFlight
+) -> APIConnectionError:
     """A requests/urllib3/socket failure as the chatlib error a user can act on."""
+    if calls.closed:
+        return _cut_by_close(url)
     if deadline is not None and time.monotonic() >= deadline:
         return deadline_exceeded(url)
     inner = exc.args[0] if exc.args else None
@@ -46,17 +54,77 @@ def _translate(exc: BaseException, url: str, deadline: float | None) -> APIConne
     return transport_error(exc, url, timed_out=timed_out)
 
 
+def _cut_by_close(url: str) -> ClientClosedError:
+    return ClientClosedError(
+        "Connection error: the client was closed while this call was in flight",
+        request_url=safe_url(url),
+    )
+
+
+def _shut(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)  # wakes a thread blocked reading it
+    except OSError:
+        pass  # already closed
+
+
+class _InFlight:
+    """The sockets of a transport's calls in progress, so that `close` can cut them: a
+    thread blocked in a create or a stream wakes instead of waiting for its deadline."""
+
+    __slots__ = ("_lock", "_socks", "closed")
+
+    def __init__(self, *, closed: bool = False) -> None:
+        self._lock = threading.Lock()
+        self._socks: set[socket.socket] = set()
+        self.closed = closed
+
+    def add(self, sock: socket.socket) -> None:
+        with self._lock:
+            if not self.closed:
+                self._socks.add(sock)
+                return
+        _shut(sock)  # closed meanwhile: the call fails at its next read
+
+    def discard(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._socks.discard(sock)
+
+    def close(self) -> None:
+        with self._lock:
+            self.closed = True
+            socks, self._socks = self._socks, set()
+        for sock in socks:
+            _shut(sock)
+
+
 class _RequestsResponse:
     """A `requests.Response` behind the `SyncResponse` protocol."""
 
-    __slots__ = ("_deadline", "_response", "_url", "_watch", "headers", "status_code")
+    __slots__ = (
+        "_calls",
+        "_deadline",
+        "_response",
+        "_sock",
+        "_url",
+        "_watch",
+        "headers",
+        "status_code",
+    )
 
     def __init__(
-        self, response: requests.Response, url: str, *, deadline: float | None = None
+        self,
+        response: requests.Response,
+        url: str,
+        *,
+        deadline: float | None = None,
+        calls: _InFlight | None = None,
     ) -> None:
         self._response = response
         self._url = url
         self._deadline = deadline
+        self._calls = calls if calls is not None else _InFlight()
+        self._sock: socket.socket | None = None
         self._watch: Watch | None = None
         self.status_code = response.status_code
         self.headers: Mapping[str, str] = response.headers
@@ -66,10 +134,12 @@ class _RequestsResponse:
         watchdog shuts the socket down when it passes, even in the middle of a chunk."""
         raw = self._response.raw
         deadline = self._deadline
-        if deadline is not None and self._watch is None:
-            sock = getattr(getattr(raw, "_connection", None), "sock", None)
-            if sock is not None:
-                self._watch = watchdog.watch(deadline, sock)
+        sock = getattr(getattr(raw, "_connection", None), "sock", None)
+        if sock is not None and self._sock is None:
+            self._sock = sock
+            self._calls.add(sock)
+        if deadline is not None and self._watch is None and sock is not None:
+            self._watch = watchdog.watch(deadline, sock)
         failure: APIConnectionError | None = None
         try:
             if raw.chunked or not hasattr(raw, "read1"):
@@ -85,8 +155,10 @@ class _RequestsResponse:
                     yield piece
             if self._watch is not None and self._watch.fired:
                 raise deadline_exceeded(self._url)  # the body "ended": the watchdog cut it
+            if self._calls.closed:
+                raise _cut_by_close(self._url)  # the body "ended": `close` cut it
         except _FAILURES as exc:
-            failure = _translate(exc, self._url, deadline)
+            failure = _translate(exc, self._url, deadline, self._calls)
         finally:
             self._unwatch()
         if failure is not None:
@@ -102,22 +174,55 @@ class _RequestsResponse:
         watch, self._watch = self._watch, None
         if watch is not None:
             watchdog.cancel(watch)
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            self._calls.discard(sock)
 
     def close(self) -> None:
+        raw = self._response.raw
+        connection = getattr(raw, "_connection", None)
+        sock = getattr(connection, "sock", None)
+        if sock is not None and not _body_complete(raw):
+            # The connection cannot be reused anyway; shutting it down first wakes a thread
+            # blocked reading this body (closing alone would wait for that read to end).
+            _shut(sock)
         self._unwatch()  # before the connection can go back to the pool
         self._response.close()
 
 
+def _body_complete(raw: Any) -> bool:
+    """Whether the whole body was read (`http.client` closes its response at the end)."""
+    isclosed = getattr(getattr(raw, "_fp", None), "isclosed", None)
+    return isclosed is None or bool(isclosed())
+
+
 # ---------------------------------------------------------------- deadline-aware connections
 
-# The deadline of the call being sent on this thread, for the connections below.
+# The deadline of the call being sent on this thread, and its transport's calls in flight,
+# for the connections below.
 _DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar(
     "chatlib_deadline", default=None
+)
+_CALLS: contextvars.ContextVar[_InFlight | None] = contextvars.ContextVar(
+    "chatlib_calls", default=None
 )
 
 
 @contextlib.contextmanager
 def _deadline_watch(sock: Any) -> Iterator[None]:
+    calls = _CALLS.get()
+    if calls is not None and sock is not None:
+        calls.add(sock)
+    try:
+        with _watched(sock):
+            yield
+    finally:
+        if calls is not None and sock is not None:
+            calls.discard(sock)
+
+
+@contextlib.contextmanager
+def _watched(sock: Any) -> Iterator[None]:
     deadline = _DEADLINE.get()
     if deadline is None or sock is None:
         yield
@@ -226,6 +331,7 @@ class RequestsTransport:
         self._proxies = ProxyTable(from_environment=session is None)
         self._session = session if session is not None else self._new_session()
         self._pid = os.getpid()
+        self._calls = _InFlight()
 
     def _new_session(self) -> requests.Session:
         session = _Session()
@@ -238,18 +344,29 @@ class RequestsTransport:
         return session
 
     def _session_for_this_process(self) -> requests.Session:
-        if self._owns_session and os.getpid() != self._pid:
-            self._session = self._new_session()  # the parent's sockets stay the parent's
+        if os.getpid() != self._pid:
+            # The parent's sockets stay the parent's: never used, nor cut by `close`, here.
+            self._calls = _InFlight(closed=self._calls.closed)
+            if self._owns_session:
+                self._session = self._new_session()
             self._pid = os.getpid()
         return self._session
 
     def send(self, request: HttpRequest) -> _RequestsResponse:
         """Send `request`; returns once headers are in (the body is streamed)."""
         session = self._session_for_this_process()
+        calls = self._calls
+        if calls.closed:
+            raise ClientClosedError(
+                "The client is closed (its `close()` was called or its `with` block ended): "
+                "make a new one",
+                request_url=safe_url(request.url),
+            )
         proxy = self._proxies.proxy_for(request.url)
         timeout = request.timeout
         deadline = None if timeout.total is None else time.monotonic() + timeout.total
         context = _DEADLINE.set(deadline)
+        calls_context = _CALLS.set(calls)
         failure: APIConnectionError | None = None
         try:
             response = session.request(
@@ -264,18 +381,24 @@ class RequestsTransport:
                 verify=self._verify,
             )
         except _FAILURES as exc:
-            failure = _translate(exc, request.url, deadline)
+            failure = _translate(exc, request.url, deadline, calls)
         finally:
+            _CALLS.reset(calls_context)
             _DEADLINE.reset(context)
         if failure is not None:
             # Raised outside the `except`, so the library's exception is not its
             # `__context__`: that one holds the prepared request, Authorization header and all,
             # and would travel with the error wherever it is pickled with its chain.
             raise failure
-        return _RequestsResponse(response, request.url, deadline=deadline)
+        return _RequestsResponse(response, request.url, deadline=deadline, calls=calls)
 
     def close(self) -> None:
-        """Close the pool (a session passed in by the caller is left open)."""
+        """Close the pool (a session passed in by the caller is left open) and cut the
+        calls in flight: they, and every later call, raise `ClientClosedError`."""
+        if os.getpid() != self._pid:
+            self._calls = _InFlight(closed=True)  # a forked child leaves the parent's calls be
+        else:
+            self._calls.close()
         if self._owns_session:
             # urllib3 2 only forgets its pools on clear() and closes them when collected: an
             # exception or response still referenced would keep their sockets open. Close now.

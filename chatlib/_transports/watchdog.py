@@ -16,6 +16,7 @@ import heapq
 import itertools
 import os
 import socket
+import sys
 import threading
 import time
 
@@ -64,6 +65,12 @@ class _Watchdog:
 
     def cancel(self, entry: Watch) -> None:
         """Forget `entry`; it will not fire (it is dropped lazily from the queue)."""
+        if sys.is_finalizing():
+            # At interpreter exit the daemon thread is frozen, possibly holding the lock (a
+            # stream closed by the last garbage collection hung the exit here): nothing will
+            # fire any more, so there is nothing to wait for.
+            entry.active = False
+            return
         with self._cond:
             if not entry.active:
                 return
