@@ -31,6 +31,7 @@ __all__ = [
     "BadRequestError",
     "BodyTooLargeError",
     "ChatLibError",
+    "ClientClosedError",
     "ConflictError",
     "ContentFilterFinishReasonError",
     "CredentialError",
@@ -69,6 +70,11 @@ class InvalidArgumentError(ChatLibError, ValueError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.field, self.problem))
+
+
+class ClientClosedError(ChatLibError, RuntimeError):
+    """The client was used after it was closed (`close()`/`aclose()`, or the end of its
+    `with` block): its connection pool is gone. Make a new client instead."""
 
 
 class MissingAPIKeyError(ChatLibError, ValueError):

@@ -26,7 +26,12 @@ from aiohttp.client_proto import ResponseHandler
 from chatlib._environment import ProxyTable, ca_bundle
 from chatlib._request import HttpRequest
 from chatlib._transports.base import transport_error
-from chatlib.errors import APIConnectionError, InvalidArgumentError, deadline_exceeded
+from chatlib.errors import (
+    APIConnectionError,
+    ClientClosedError,
+    InvalidArgumentError,
+    deadline_exceeded,
+)
 
 __all__ = ["AiohttpTransport", "ClientSession"]
 
@@ -175,6 +180,16 @@ class _AiohttpResponse:
         if self._idle is not None:
             self._idle.cancel()
         response = self._response
+        loop = getattr(response, "_loop", None)
+        connection = response.connection
+        if loop is not None and loop.is_closed() and connection is not None:
+            # A stream left open when its loop closed: aiohttp's `close()` then does
+            # nothing, and the socket and its connection were left to warn when collected.
+            _close_socket(connection.protocol)
+            try:
+                connection.close()
+            except RuntimeError:  # pragma: no cover - a waiter of the closed loop
+                pass
         if response.content.is_eof():
             response.release()  # read to the end: the connection goes back to the pool
         else:
@@ -263,6 +278,28 @@ def _has_unread(protocol: ResponseHandler | None) -> bool:
     return bool(select.select([sock], [], [], 0)[0])
 
 
+def _close_socket(protocol: ResponseHandler | None) -> None:
+    """Close the socket of a connection whose event loop is closed.
+
+    asyncio's `transport.close()` leaves the socket's close to a callback of the loop, which
+    a closed loop refuses (`RuntimeError`): the socket then stayed open until the garbage
+    collector found it, with a ResourceWarning. Closing it here needs no loop (the selector
+    transport's own last step); another loop's transports (uvloop's) are left to it."""
+    transport = None if protocol is None else protocol.transport
+    if transport is None:
+        return
+    try:
+        transport.close()  # marks it closing, so nothing closes it twice
+    except RuntimeError:
+        pass
+    lost = getattr(transport, "_call_connection_lost", None)
+    if lost is not None and getattr(transport, "_sock", None) is not None:
+        try:
+            lost(None)  # tells the protocol, then closes the socket
+        except RuntimeError:
+            pass  # the protocol's futures belong to the closed loop; the socket is closed
+
+
 # ---------------------------------------------------------------- one pool per event loop
 
 
@@ -320,6 +357,11 @@ class _LoopPool:
         connector = self.session.connector
         self.session.detach()
         if connector is not None:
+            if connector._loop.is_closed():  # its `_close()` would close nothing
+                for protocol in [p for ps in connector._conns.values() for p, _ in ps]:
+                    _close_socket(protocol)
+                for protocol in list(connector._acquired):
+                    _close_socket(protocol)
             try:
                 connector._close()  # sync; a no-op when its loop is closed
             except RuntimeError:
@@ -359,6 +401,17 @@ class AiohttpTransport:
         self._lock = threading.Lock()  # loops in several threads may share this transport
         self._pid = os.getpid()
         self._proxies = ProxyTable(from_environment=session is None)
+        self._closed = False
+
+    def __del__(self) -> None:
+        # The pools of loops closed without `shutdown_asyncgens` (a bare `loop.close()`),
+        # which no guard closed: their sockets are closed here instead of warning.
+        pools = getattr(self, "_pools", None)
+        if not pools or getattr(self, "_pid", None) != _PROCESS[0]:
+            return
+        for loop, pool in list(pools.items()):
+            if loop.is_closed():
+                pool.discard()
 
     def _ssl(self) -> bool | ssl.SSLContext:
         if isinstance(self._verify, bool):
@@ -405,6 +458,11 @@ class AiohttpTransport:
 
     async def send(self, request: HttpRequest) -> _AiohttpResponse:
         """Send `request`; returns once headers are in (the body is streamed)."""
+        if self._closed:
+            raise ClientClosedError(
+                "this client is closed (aclose(), or the end of its `async with` block), "
+                "and its connection pool with it: make a new client"
+            )
         loop = asyncio.get_running_loop()
         pool = None if not self._owns_session else self._pool_for(loop)
         session = pool.session if pool is not None else self._callers_session(loop)
@@ -439,7 +497,9 @@ class AiohttpTransport:
 
     async def aclose(self) -> None:
         """Close every pool (a session passed in by the caller is left open): this loop's
-        here, another running loop's in that loop, a closed loop's quietly."""
+        here, another running loop's in that loop, a closed loop's quietly. Sending after
+        it raises `ClientClosedError`."""
+        self._closed = True
         if not self._owns_session:
             return
         with self._lock:
