@@ -181,19 +181,25 @@ class _AiohttpResponse:
             self._idle.cancel()
         response = self._response
         loop = getattr(response, "_loop", None)
-        connection = response.connection
-        if loop is not None and loop.is_closed() and connection is not None:
-            # A stream left open when its loop closed: aiohttp's `close()` then does
-            # nothing, and the socket and its connection were left to warn when collected.
-            _close_socket(connection.protocol)
-            try:
-                connection.close()
-            except RuntimeError:  # pragma: no cover - a waiter of the closed loop
-                pass
-        if response.content.is_eof():
+        if response.content.is_eof() and loop is not None and not loop.is_closed():
             response.release()  # read to the end: the connection goes back to the pool
         else:
-            response.close()
+            _close_response(response)
+
+
+def _close_response(response: aiohttp.ClientResponse) -> None:
+    """Close a response whose body was not read to its end; a task reading it gets an error
+    at once. Also when its loop is closed: aiohttp's `close()` then does nothing, and the
+    socket and its connection were left to warn when collected."""
+    loop = getattr(response, "_loop", None)
+    connection = response.connection
+    try:
+        if loop is not None and loop.is_closed() and connection is not None:
+            _close_socket(connection.protocol)
+            connection.close()
+        response.close()
+    except RuntimeError:  # pragma: no cover - a waiter of the closed loop
+        pass
 
 
 _LARGE_BODY = 2**20  # aiohttp's ResourceWarning ("a large body ... as raw bytes") above this
@@ -327,10 +333,16 @@ class _LoopShutdownGuard:
             yield
         finally:
             if self._armed:
-                for response in list(self.responses):
-                    response.close()
+                self.close_responses()
                 if not self.session.closed:
                     await self.session.close()
+
+    def close_responses(self) -> None:
+        """Close the responses still open, first: a connection aiohttp closes itself leaves
+        its body's reader waiting forever (or cancelled), while a closed response fails it
+        with an error (`APIConnectionError` for the user)."""
+        for response in list(self.responses):
+            _close_response(response)
 
     def disarm(self) -> None:
         """Finish the watcher without closing anything (the session is dealt with elsewhere)."""
@@ -352,7 +364,10 @@ class _LoopPool:
         self.guard = _LoopShutdownGuard(session)
 
     def discard(self) -> None:
-        """Drop the session of a loop that is gone, without its loop (sync, quiet)."""
+        """Drop the session of a loop that is gone or not running, without that loop (sync,
+        quiet): with the loop closed, the sockets are closed here; else their close is left
+        to the loop's next run, as aiohttp's own sync close does."""
+        self.guard.close_responses()
         self.guard.disarm()
         connector = self.session.connector
         self.session.detach()
@@ -369,6 +384,7 @@ class _LoopPool:
 
     async def aclose(self) -> None:
         """Close the session, in its own loop."""
+        self.guard.close_responses()
         self.guard.disarm()
         await self.session.close()
 
@@ -497,7 +513,7 @@ class AiohttpTransport:
 
     async def aclose(self) -> None:
         """Close every pool (a session passed in by the caller is left open): this loop's
-        here, another running loop's in that loop, a closed loop's quietly. Sending after
+        here, another running loop's in that loop, a closed or idle loop's quietly. Sending after
         it raises `ClientClosedError`."""
         self._closed = True
         if not self._owns_session:
@@ -512,7 +528,9 @@ class AiohttpTransport:
                 _INHERITED.append(pool.session)
             elif pool_loop is loop:
                 await pool.aclose()
-            elif pool_loop.is_closed():
+            elif pool_loop.is_closed() or not pool_loop.is_running():
+                # A loop that is not running would never run a coroutine sent to it (left
+                # "never awaited", or a task "destroyed but pending" if it runs briefly).
                 pool.discard()
             else:
                 asyncio.run_coroutine_threadsafe(pool.aclose(), pool_loop)
