@@ -207,3 +207,124 @@ def test_loops_closed_without_shutting_down_leave_no_socket_behind() -> None:
     assert "Exception ignored" not in result.stderr, result.stderr
     assert "Warning" not in result.stderr, result.stderr
     assert "Unclosed" not in result.stderr, result.stderr
+
+
+# ---------------------------------------------------------------- cancellation, task groups
+
+
+async def _one_call(chat: AsyncChat, server: LocalServer, kind: str) -> None:
+    """One call of `kind`, each reply slow enough to be cancelled at any await point."""
+    if kind == "create":
+        server.enqueue(Reply(delay=0.02))
+        await chat.create(model="m", messages=USER)
+    elif kind == "stream":
+        server.enqueue(Reply("word " * 40, piece_delay=0.001))
+        async for _ in chat.stream(model="m", messages=USER):
+            pass
+    elif kind == "final":
+        server.enqueue(Reply("word " * 40, piece_delay=0.001))
+        stream = await chat.create(model="m", messages=USER, stream=True)
+        await stream.get_final_completion()
+    elif kind in ("run_tools", "run_tools_stream"):
+        server.enqueue(Reply(tool_calls=[{"name": "tool", "arguments": {"x": 1}}], delay=0.01))
+        server.enqueue(Reply("word " * 20, delay=0.01, piece_delay=0.001))
+        if kind == "run_tools":
+            await chat.run_tools(model="m", messages=USER, tools=[tool])
+        else:
+            async for _ in chat.run_tools_stream(model="m", messages=USER, tools=[tool]):
+                pass
+    else:
+        async for _ in chat.stored.list(limit=1):  # a page per completion
+            await asyncio.sleep(0)
+
+
+@pytest.mark.parametrize(
+    "kind", ["create", "stream", "final", "run_tools", "run_tools_stream", "stored_list"]
+)
+async def test_a_call_cancelled_at_any_point_frees_its_connection(
+    server: LocalServer, kind: str
+) -> None:
+    """`wait_for` around a call, from before its request to its last read: the caller gets
+    the `TimeoutError` it asked for, never a library's exception, no task is left behind,
+    and the pool of one connection still serves the next call."""
+    async with AsyncChat(
+        base_url=server.base_url, api_key="sk-test", timeout=TIMEOUT, pool_maxsize=1
+    ) as chat:
+        if kind == "stored_list":
+            for _ in range(3):
+                await chat.create(model="m", messages=USER, store=True)
+        for ms in (0, 1, 3, 8, 20, 50):
+            try:
+                await asyncio.wait_for(_one_call(chat, server, kind), ms / 1000)
+            except asyncio.TimeoutError:
+                pass
+            gc.collect()
+            if kind != "stored_list":  # the stored completions stay
+                server.clear()
+            answer = await asyncio.wait_for(chat.create(model="m", messages=USER), 5)
+            assert answer.text == "Echo: Hello there"
+        assert asyncio.all_tasks() == {asyncio.current_task()}
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="asyncio.TaskGroup is 3.11+")
+async def test_a_failing_task_cancelling_many_streams_frees_every_connection(
+    server: LocalServer,
+) -> None:
+    streams = 20
+    async with AsyncChat(
+        base_url=server.base_url, api_key="sk-test", timeout=TIMEOUT, pool_maxsize=streams
+    ) as chat:
+        server.enqueue(*[LONG] * streams)
+        opened = 0
+
+        async def read(held: bool) -> None:
+            nonlocal opened
+            if held:
+                async with chat.stream(model="m", messages=USER) as stream:
+                    async for _ in stream:
+                        opened += 1
+            else:
+                async for _ in chat.stream(model="m", messages=USER):
+                    opened += 1
+
+        async def fail() -> None:
+            while opened < streams:
+                await asyncio.sleep(0.01)
+            raise LookupError("one task failed")
+
+        with pytest.raises(BaseException) as group:
+            async with asyncio.TaskGroup() as tasks:  # type: ignore[attr-defined]
+                for i in range(streams):
+                    tasks.create_task(read(held=i % 2 == 0))
+                tasks.create_task(fail())
+        # The failure alone: the cancelled streams raise nothing of their own.
+        assert [type(e) for e in group.value.exceptions] == [LookupError]  # type: ignore[attr-defined]
+        server.clear()
+
+        # Every connection is back: as many streams as the pool holds open at once.
+        async def first_chunk() -> None:
+            async with chat.stream(model="m", messages=USER) as stream:
+                await stream.__anext__()
+                await asyncio.sleep(0.05)
+
+        await asyncio.wait_for(asyncio.gather(*[first_chunk() for _ in range(streams)]), 5)
+
+
+@pytest.mark.skipif(
+    not hasattr(asyncio, "eager_task_factory"), reason="the eager task factory is 3.12+"
+)
+async def test_an_eager_task_factory_changes_nothing(server: LocalServer) -> None:
+    loop = asyncio.get_running_loop()
+    previous = loop.get_task_factory()
+    loop.set_task_factory(asyncio.eager_task_factory)  # type: ignore[attr-defined]
+    try:
+        async with chat_for(server) as chat:
+            server.enqueue(Reply(tool_calls=[{"name": "tool", "arguments": {"x": 2}}]))
+            result = await chat.run_tools(model="m", messages=USER, tools=[tool])
+            assert [r.content for r in result.tool_results] == ["2"]
+            texts = await asyncio.gather(*[chat.create(model="m", messages=USER) for _ in range(5)])
+            assert {t.text for t in texts} == {"Echo: Hello there"}
+            async for _ in chat.stream(model="m", messages=USER):
+                break
+    finally:
+        loop.set_task_factory(previous)
