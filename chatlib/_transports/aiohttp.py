@@ -25,10 +25,9 @@ from aiohttp.client_proto import ResponseHandler
 
 from chatlib._environment import ProxyTable, ca_bundle
 from chatlib._request import HttpRequest
-from chatlib._transports.base import transport_error
+from chatlib._transports.base import client_closed, transport_error
 from chatlib.errors import (
     APIConnectionError,
-    ClientClosedError,
     InvalidArgumentError,
     deadline_exceeded,
 )
@@ -475,10 +474,7 @@ class AiohttpTransport:
     async def send(self, request: HttpRequest) -> _AiohttpResponse:
         """Send `request`; returns once headers are in (the body is streamed)."""
         if self._closed:
-            raise ClientClosedError(
-                "this client is closed (aclose(), or the end of its `async with` block), "
-                "and its connection pool with it: make a new client"
-            )
+            raise client_closed()
         loop = asyncio.get_running_loop()
         pool = None if not self._owns_session else self._pool_for(loop)
         session = pool.session if pool is not None else self._callers_session(loop)

@@ -24,7 +24,7 @@ import urllib3.exceptions
 
 from chatlib._environment import ProxyTable, ca_bundle
 from chatlib._request import HttpRequest
-from chatlib._transports.base import transport_error
+from chatlib._transports.base import client_closed, transport_error
 from chatlib._transports.watchdog import Watch, watchdog
 from chatlib.errors import APIConnectionError, deadline_exceeded
 
@@ -226,6 +226,7 @@ class RequestsTransport:
         self._proxies = ProxyTable(from_environment=session is None)
         self._session = session if session is not None else self._new_session()
         self._pid = os.getpid()
+        self._closed = False
 
     def _new_session(self) -> requests.Session:
         session = _Session()
@@ -245,6 +246,8 @@ class RequestsTransport:
 
     def send(self, request: HttpRequest) -> _RequestsResponse:
         """Send `request`; returns once headers are in (the body is streamed)."""
+        if self._closed:
+            raise client_closed()
         session = self._session_for_this_process()
         proxy = self._proxies.proxy_for(request.url)
         timeout = request.timeout
@@ -275,7 +278,9 @@ class RequestsTransport:
         return _RequestsResponse(response, request.url, deadline=deadline)
 
     def close(self) -> None:
-        """Close the pool (a session passed in by the caller is left open)."""
+        """Close the pool (a session passed in by the caller is left open). Sending after it
+        raises `ClientClosedError`."""
+        self._closed = True
         if self._owns_session:
             # urllib3 2 only forgets its pools on clear() and closes them when collected: an
             # exception or response still referenced would keep their sockets open. Close now.
