@@ -255,10 +255,11 @@ class APITimeoutError(APIConnectionError):
         super().__init__(message, **kwargs)
 
 
-class ClientClosedError(APIConnectionError):
-    """The client was closed: a call made after `close()`, or one in flight (a create
-    waiting for its answer, a stream being read) when another thread closed it. Not
-    retried."""
+class ClientClosedError(APIConnectionError, RuntimeError):
+    """The client was closed (`close()`/`aclose()`, or the end of its `with` block), and
+    its connection pool with it: a call made afterwards (nothing is sent; make a new client),
+    or one in flight when the client was closed (a create waiting for its answer, a stream
+    being read, in another thread or task). Not retried."""
 
     def __init__(self, message: str = "The client is closed.", **kwargs: Any) -> None:
         super().__init__(message, **kwargs)

@@ -1053,6 +1053,24 @@ def test_closing_a_client_twice_is_fine(facade: Any, server: LocalServer) -> Non
     client.close()
 
 
+def test_a_closed_client_refuses_calls_clearly_and_its_copies_too(
+    facade: Any, server: LocalServer
+) -> None:
+    """Before, a closed client quietly opened a new pool (one never closed again)."""
+    client = facade.client(base_url=server.base_url)
+    copy = client.with_options(max_retries=3)  # shares the pool
+    client.create(model=MODEL, messages=USER)
+    client.close()
+    for call in (
+        lambda: client.create(model=MODEL, messages=USER),
+        lambda: client.stream_all(model=MODEL, messages=USER),
+        lambda: copy.create(model=MODEL, messages=USER),
+    ):
+        with pytest.raises(chatlib.errors.ClientClosedError, match="make a new client"):
+            call()
+    assert len(server.requests) == 1  # nothing sent, nothing retried
+
+
 def test_a_client_used_as_a_context_manager(facade: Any, server: LocalServer) -> None:
     if facade.is_async:
 

@@ -186,7 +186,7 @@ def test_a_closed_client_refuses_calls_before_sending(server: LocalServer) -> No
         lambda: copy.create(**ask("after")),  # a copy shares the closed pool
         lambda: list(chat.run_tools_stream(tools=[add], **ask("after"))),
     ):
-        with pytest.raises(ClientClosedError, match="The client is closed"):
+        with pytest.raises(ClientClosedError, match="this client is closed"):
             call()
     assert time.monotonic() - started < 0.5  # no retries, no backoff
     assert len(server.requests) == 1

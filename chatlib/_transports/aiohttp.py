@@ -25,8 +25,12 @@ from aiohttp.client_proto import ResponseHandler
 
 from chatlib._environment import ProxyTable, ca_bundle
 from chatlib._request import HttpRequest
-from chatlib._transports.base import transport_error
-from chatlib.errors import APIConnectionError, InvalidArgumentError, deadline_exceeded
+from chatlib._transports.base import client_closed, transport_error
+from chatlib.errors import (
+    APIConnectionError,
+    InvalidArgumentError,
+    deadline_exceeded,
+)
 
 __all__ = ["AiohttpTransport", "ClientSession"]
 
@@ -175,10 +179,26 @@ class _AiohttpResponse:
         if self._idle is not None:
             self._idle.cancel()
         response = self._response
-        if response.content.is_eof():
+        loop = getattr(response, "_loop", None)
+        if response.content.is_eof() and loop is not None and not loop.is_closed():
             response.release()  # read to the end: the connection goes back to the pool
         else:
-            response.close()
+            _close_response(response)
+
+
+def _close_response(response: aiohttp.ClientResponse) -> None:
+    """Close a response whose body was not read to its end; a task reading it gets an error
+    at once. Also when its loop is closed: aiohttp's `close()` then does nothing, and the
+    socket and its connection were left to warn when collected."""
+    loop = getattr(response, "_loop", None)
+    connection = response.connection
+    try:
+        if loop is not None and loop.is_closed() and connection is not None:
+            _close_socket(connection.protocol)
+            connection.close()
+        response.close()
+    except RuntimeError:  # pragma: no cover - a waiter of the closed loop
+        pass
 
 
 _LARGE_BODY = 2**20  # aiohttp's ResourceWarning ("a large body ... as raw bytes") above this
@@ -263,6 +283,28 @@ def _has_unread(protocol: ResponseHandler | None) -> bool:
     return bool(select.select([sock], [], [], 0)[0])
 
 
+def _close_socket(protocol: ResponseHandler | None) -> None:
+    """Close the socket of a connection whose event loop is closed.
+
+    asyncio's `transport.close()` leaves the socket's close to a callback of the loop, which
+    a closed loop refuses (`RuntimeError`): the socket then stayed open until the garbage
+    collector found it, with a ResourceWarning. Closing it here needs no loop (the selector
+    transport's own last step); another loop's transports (uvloop's) are left to it."""
+    transport = None if protocol is None else protocol.transport
+    if transport is None:
+        return
+    try:
+        transport.close()  # marks it closing, so nothing closes it twice
+    except RuntimeError:
+        pass
+    lost = getattr(transport, "_call_connection_lost", None)
+    if lost is not None and getattr(transport, "_sock", None) is not None:
+        try:
+            lost(None)  # tells the protocol, then closes the socket
+        except RuntimeError:
+            pass  # the protocol's futures belong to the closed loop; the socket is closed
+
+
 # ---------------------------------------------------------------- one pool per event loop
 
 
@@ -290,10 +332,16 @@ class _LoopShutdownGuard:
             yield
         finally:
             if self._armed:
-                for response in list(self.responses):
-                    response.close()
+                self.close_responses()
                 if not self.session.closed:
                     await self.session.close()
+
+    def close_responses(self) -> None:
+        """Close the responses still open, first: a connection aiohttp closes itself leaves
+        its body's reader waiting forever (or cancelled), while a closed response fails it
+        with an error (`APIConnectionError` for the user)."""
+        for response in list(self.responses):
+            _close_response(response)
 
     def disarm(self) -> None:
         """Finish the watcher without closing anything (the session is dealt with elsewhere)."""
@@ -315,11 +363,19 @@ class _LoopPool:
         self.guard = _LoopShutdownGuard(session)
 
     def discard(self) -> None:
-        """Drop the session of a loop that is gone, without its loop (sync, quiet)."""
+        """Drop the session of a loop that is gone or not running, without that loop (sync,
+        quiet): with the loop closed, the sockets are closed here; else their close is left
+        to the loop's next run, as aiohttp's own sync close does."""
+        self.guard.close_responses()
         self.guard.disarm()
         connector = self.session.connector
         self.session.detach()
         if connector is not None:
+            if connector._loop.is_closed():  # its `_close()` would close nothing
+                for protocol in [p for ps in connector._conns.values() for p, _ in ps]:
+                    _close_socket(protocol)
+                for protocol in list(connector._acquired):
+                    _close_socket(protocol)
             try:
                 connector._close()  # sync; a no-op when its loop is closed
             except RuntimeError:
@@ -327,6 +383,7 @@ class _LoopPool:
 
     async def aclose(self) -> None:
         """Close the session, in its own loop."""
+        self.guard.close_responses()
         self.guard.disarm()
         await self.session.close()
 
@@ -359,6 +416,17 @@ class AiohttpTransport:
         self._lock = threading.Lock()  # loops in several threads may share this transport
         self._pid = os.getpid()
         self._proxies = ProxyTable(from_environment=session is None)
+        self._closed = False
+
+    def __del__(self) -> None:
+        # The pools of loops closed without `shutdown_asyncgens` (a bare `loop.close()`),
+        # which no guard closed: their sockets are closed here instead of warning.
+        pools = getattr(self, "_pools", None)
+        if not pools or getattr(self, "_pid", None) != _PROCESS[0]:
+            return
+        for loop, pool in list(pools.items()):
+            if loop.is_closed():
+                pool.discard()
 
     def _ssl(self) -> bool | ssl.SSLContext:
         if isinstance(self._verify, bool):
@@ -405,6 +473,8 @@ class AiohttpTransport:
 
     async def send(self, request: HttpRequest) -> _AiohttpResponse:
         """Send `request`; returns once headers are in (the body is streamed)."""
+        if self._closed:
+            raise client_closed()
         loop = asyncio.get_running_loop()
         pool = None if not self._owns_session else self._pool_for(loop)
         session = pool.session if pool is not None else self._callers_session(loop)
@@ -439,7 +509,9 @@ class AiohttpTransport:
 
     async def aclose(self) -> None:
         """Close every pool (a session passed in by the caller is left open): this loop's
-        here, another running loop's in that loop, a closed loop's quietly."""
+        here, another running loop's in that loop, a closed or idle loop's quietly. Sending after
+        it raises `ClientClosedError`."""
+        self._closed = True
         if not self._owns_session:
             return
         with self._lock:
@@ -452,7 +524,9 @@ class AiohttpTransport:
                 _INHERITED.append(pool.session)
             elif pool_loop is loop:
                 await pool.aclose()
-            elif pool_loop.is_closed():
+            elif pool_loop.is_closed() or not pool_loop.is_running():
+                # A loop that is not running would never run a coroutine sent to it (left
+                # "never awaited", or a task "destroyed but pending" if it runs briefly).
                 pool.discard()
             else:
                 asyncio.run_coroutine_threadsafe(pool.aclose(), pool_loop)

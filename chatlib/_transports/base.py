@@ -17,7 +17,7 @@ from typing import Protocol, runtime_checkable
 
 from chatlib._headers import safe_url, scrub
 from chatlib._request import HttpRequest
-from chatlib.errors import APIConnectionError, APITimeoutError
+from chatlib.errors import APIConnectionError, APITimeoutError, ClientClosedError
 
 __all__ = [
     "AsyncResponse",
@@ -25,9 +25,18 @@ __all__ = [
     "SyncResponse",
     "SyncTransport",
     "aread_whole",
+    "client_closed",
     "read_whole",
     "transport_error",
 ]
+
+
+def client_closed() -> ClientClosedError:
+    """The error of a call on a client that was closed, worded once for both transports."""
+    return ClientClosedError(
+        "this client is closed (close()/aclose(), or the end of its `with` block), and its "
+        "connection pool with it: make a new client"
+    )
 
 
 def transport_error(

@@ -28,7 +28,7 @@ import urllib3.exceptions
 from chatlib._environment import ProxyTable, ca_bundle
 from chatlib._headers import safe_url
 from chatlib._request import HttpRequest
-from chatlib._transports.base import transport_error
+from chatlib._transports.base import client_closed, transport_error
 from chatlib._transports.watchdog import Watch, watchdog
 from chatlib.errors import APIConnectionError, ClientClosedError, deadline_exceeded
 
@@ -357,11 +357,7 @@ class RequestsTransport:
         session = self._session_for_this_process()
         calls = self._calls
         if calls.closed:
-            raise ClientClosedError(
-                "The client is closed (its `close()` was called or its `with` block ended): "
-                "make a new one",
-                request_url=safe_url(request.url),
-            )
+            raise client_closed()
         proxy = self._proxies.proxy_for(request.url)
         timeout = request.timeout
         deadline = None if timeout.total is None else time.monotonic() + timeout.total
