@@ -146,8 +146,10 @@ class AsyncChatStream(StreamBase[AsyncResponse], AsyncIterator[CreateChatComplet
     """A streamed completion: `async for` it for chunks; use it in `async with`.
 
     The request is sent when iteration (or the `async with` block) starts. The connection
-    goes back to the pool when the stream is exhausted, and is released when you `break`
-    out, call `aclose`, an exception passes through, or the stream is collected.
+    goes back to the pool when the stream is exhausted, and is released when you call
+    `aclose`, leave its `async with` block, an exception passes through, or the stream is
+    collected. After a `break` out of `async for`, a stream you still hold keeps its
+    connection until one of those: use `async with`.
     """
 
     def __init__(self, chat: AsyncChat, call: Call) -> None:

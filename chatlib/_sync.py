@@ -117,8 +117,9 @@ class ChatStream(StreamBase[SyncResponse], Iterator[CreateChatCompletionChunk]):
     """A streamed completion: iterate it for chunks; use it in a `with` block.
 
     The connection goes back to the pool when the stream is exhausted, and is released
-    when you `break` out, call `close`, an exception passes through, or the stream is
-    garbage collected.
+    when you call `close`, leave its `with` block, an exception passes through, or the
+    stream is garbage collected. After a `break` out of a `for` loop, a stream you still
+    hold keeps its connection until one of those: use `with`.
     """
 
     _response: SyncResponse  # set at once: a sync stream starts when it is made
