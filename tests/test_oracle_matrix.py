@@ -315,6 +315,21 @@ def _attempts(server: LocalServer, actions: list[Any], call: Any) -> tuple[int, 
     return len(server.requests), outcome
 
 
+def _timed_retry(
+    facade: Any, server: LocalServer, actions: list[Any]
+) -> tuple[tuple[int, str], float, tuple[int, str], float]:
+    """Each client (`max_retries=1`) against `actions`: chatlib's attempts and seconds, then
+    the SDK's."""
+    ours = facade.client(base_url=server.base_url, max_retries=1)
+    with openai.OpenAI(base_url=server.base_url, api_key="k", max_retries=1) as sdk:
+        start = time.monotonic()
+        theirs = _attempts(server, actions, lambda: sdk.chat.completions.create(**_request()))
+        their_wait = time.monotonic() - start
+    start = time.monotonic()
+    mine = _attempts(server, actions, lambda: ours.create(**_request()))
+    return mine, time.monotonic() - start, theirs, their_wait
+
+
 def _same_kind(mine: str, theirs: str) -> bool:
     # chatlib's own subclasses (documented): a 408 is a RequestTimeoutError, the SDK's a bare
     # APIStatusError.
@@ -363,14 +378,7 @@ def test_a_server_given_delay_is_waited_like_the_official_sdk(
     facade: Any, server: LocalServer, headers: dict[str, str], wait: float
 ) -> None:
     actions = [ErrorReply(503, headers=headers)]
-    ours = facade.client(base_url=server.base_url, max_retries=1)
-    with openai.OpenAI(base_url=server.base_url, api_key="k", max_retries=1) as sdk:
-        start = time.monotonic()
-        theirs = _attempts(server, actions, lambda: sdk.chat.completions.create(**_request()))
-        their_wait = time.monotonic() - start
-    start = time.monotonic()
-    mine = _attempts(server, actions, lambda: ours.create(**_request()))
-    my_wait = time.monotonic() - start
+    mine, my_wait, theirs, their_wait = _timed_retry(facade, server, actions)
     assert mine == theirs == (2, "ok")
     assert their_wait >= wait
     assert wait <= my_wait < 5  # the given delay, not the 0.5 s backoff nor the 30 s
@@ -382,14 +390,7 @@ def test_a_retry_after_of_zero_retries_at_once_where_the_sdk_backs_off(
     """A documented difference: the SDK takes only a delay above 0 from the server, so
     `Retry-After: 0` gets its 0.5 s backoff; chatlib retries at once, as asked."""
     actions = [ErrorReply(503, headers={"retry-after": "0"})]
-    ours = facade.client(base_url=server.base_url, max_retries=1)
-    with openai.OpenAI(base_url=server.base_url, api_key="k", max_retries=1) as sdk:
-        start = time.monotonic()
-        theirs = _attempts(server, actions, lambda: sdk.chat.completions.create(**_request()))
-        their_wait = time.monotonic() - start
-    start = time.monotonic()
-    mine = _attempts(server, actions, lambda: ours.create(**_request()))
-    my_wait = time.monotonic() - start
+    mine, my_wait, theirs, their_wait = _timed_retry(facade, server, actions)
     assert mine == theirs == (2, "ok")
     assert their_wait >= 0.375  # the first backoff, jittered
     assert my_wait < their_wait

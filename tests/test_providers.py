@@ -41,6 +41,17 @@ SPACED = (", ", ": ")
 COMPACT = (",", ":")
 
 
+def completion_body(message: dict[str, Any], **choice: Any) -> dict[str, Any]:
+    """A non-streamed answer with one choice: `message`, and `choice`'s fields beside it."""
+    return {
+        "id": "chatcmpl-p1",
+        "object": "chat.completion",
+        "created": 1,
+        "model": MODEL,
+        "choices": [{"index": 0, "message": message, "finish_reason": "stop", **choice}],
+    }
+
+
 def event(payload: dict[str, Any], separators: tuple[str, str] = SPACED) -> bytes:
     """One `data:` event, LF framed, as the servers write it."""
     return b"data: " + json.dumps(payload, separators=separators).encode() + b"\n\n"
@@ -244,20 +255,7 @@ def test_llama_cpp_python_logprobs_with_null_bytes_and_refusal(
     facade: Any, server: LocalServer
 ) -> None:
     logprobs = {"content": [LOGPROB], "refusal": None}
-    body = {
-        "id": "chatcmpl-p1",
-        "object": "chat.completion",
-        "created": 1,
-        "model": MODEL,
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": "Hi"},
-                "logprobs": logprobs,
-                "finish_reason": "stop",
-            }
-        ],
-    }
+    body = completion_body({"role": "assistant", "content": "Hi"}, logprobs=logprobs)
     response = create(facade, server, RawReply(body=json.dumps(body).encode()), logprobs=True)
     streamed = read_every_way(
         facade,
@@ -650,20 +648,7 @@ def test_llama_server_logprobs_with_token_ids_and_bytes(facade: Any, server: Loc
         "logprob": -0.01,
         "top_logprobs": [{"id": 13347, "token": "Hi", "bytes": [72, 105], "logprob": -0.01}],
     }
-    body = {
-        "id": "chatcmpl-p1",
-        "object": "chat.completion",
-        "created": 1,
-        "model": MODEL,
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": "Hi"},
-                "logprobs": {"content": [token]},
-                "finish_reason": "stop",
-            }
-        ],
-    }
+    body = completion_body({"role": "assistant", "content": "Hi"}, logprobs={"content": [token]})
     response = create(
         facade, server, RawReply(body=json.dumps(body, separators=COMPACT).encode()), logprobs=True
     )
@@ -814,25 +799,8 @@ def test_vllm_error_object_with_status_200(facade: Any, server: LocalServer) -> 
 
 
 def reasoning_completion(field: str) -> bytes:
-    return json.dumps(
-        {
-            "id": "chatcmpl-p1",
-            "object": "chat.completion",
-            "created": 1,
-            "model": MODEL,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {
-                        "role": "assistant",
-                        "content": "9.8 is larger.",
-                        field: "Compare the tenths.",
-                    },
-                    "finish_reason": "stop",
-                }
-            ],
-        }
-    ).encode()
+    message = {"role": "assistant", "content": "9.8 is larger.", field: "Compare the tenths."}
+    return json.dumps(completion_body(message)).encode()
 
 
 REASONING_SERVERS = {
