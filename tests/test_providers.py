@@ -168,6 +168,20 @@ def create(facade: Any, server: LocalServer, reply: RawReply, **params: Any) -> 
     return client.create(model=MODEL, messages=USER, **params)
 
 
+def status_error(
+    facade: Any, server: LocalServer, reply: RawReply, streamed: bool, expected: type[Any]
+) -> Any:
+    """The error one call (`create`, or a stream read to its end) raises for `reply`."""
+    server.enqueue(reply)
+    client = facade.client(base_url=server.base_url, max_retries=0)
+    with pytest.raises(expected) as caught:
+        if streamed:
+            client.stream_all(model=MODEL, messages=USER)
+        else:
+            client.create(model=MODEL, messages=USER)
+    return caught.value
+
+
 def official_final(server: LocalServer, reply: RawReply) -> Any:
     """What the official SDK's stream helper makes of `reply` (the oracle)."""
     openai = pytest.importorskip("openai")
@@ -548,14 +562,7 @@ def test_llama_cpp_python_error_shapes(
     says: str,
 ) -> None:
     reply = RawReply(status, body=body, content_type=content_type)
-    server.enqueue(reply)
-    client = facade.client(base_url=server.base_url, max_retries=0)
-    with pytest.raises(APIStatusError) as caught:
-        if streamed:
-            client.stream_all(model=MODEL, messages=USER)
-        else:
-            client.create(model=MODEL, messages=USER)
-    error = caught.value
+    error = status_error(facade, server, reply, streamed, APIStatusError)
     assert type(error) is cls
     assert error.status_code == status
     assert says in str(error)
@@ -682,14 +689,8 @@ LLAMA_SERVER_OVERFLOW = (
 def test_llama_server_context_overflow_keeps_its_figures(
     facade: Any, server: LocalServer, streamed: bool
 ) -> None:
-    server.enqueue(RawReply(400, body=LLAMA_SERVER_OVERFLOW))
-    client = facade.client(base_url=server.base_url, max_retries=0)
-    with pytest.raises(BadRequestError) as caught:
-        if streamed:
-            client.stream_all(model=MODEL, messages=USER)
-        else:
-            client.create(model=MODEL, messages=USER)
-    error = caught.value
+    reply = RawReply(400, body=LLAMA_SERVER_OVERFLOW)
+    error = status_error(facade, server, reply, streamed, BadRequestError)
     assert error.type == "exceed_context_size_error"
     assert str(error.code) == "400"  # an integer on the wire
     assert "exceeds the available context size" in str(error)
@@ -765,16 +766,10 @@ VLLM_ERROR = (
 
 @pytest.mark.parametrize("streamed", [False, True], ids=["create", "stream"])
 def test_vllm_top_level_error_object(facade: Any, server: LocalServer, streamed: bool) -> None:
-    server.enqueue(RawReply(400, body=VLLM_ERROR))
-    client = facade.client(base_url=server.base_url, max_retries=0)
-    with pytest.raises(BadRequestError) as caught:
-        if streamed:
-            client.stream_all(model=MODEL, messages=USER)
-        else:
-            client.create(model=MODEL, messages=USER)
-    assert "max_tokens is too large" in str(caught.value)
-    assert caught.value.type == "BadRequestError"
-    assert caught.value.raw_body == VLLM_ERROR
+    error = status_error(facade, server, RawReply(400, body=VLLM_ERROR), streamed, BadRequestError)
+    assert "max_tokens is too large" in str(error)
+    assert error.type == "BadRequestError"
+    assert error.raw_body == VLLM_ERROR
 
 
 @pytest.mark.parametrize("how", HOWS)
