@@ -89,8 +89,9 @@ async def test_closing_the_client_ends_a_stream_another_task_reads(server: Local
     reader = asyncio.ensure_future(read())
     await asyncio.wait_for(first.wait(), 5)
     await chat.aclose()
-    with pytest.raises(APIConnectionError) as failure:
+    with pytest.raises(ClientClosedError, match="closed while this call was in flight") as failure:
         await asyncio.wait_for(reader, 3)
+    assert isinstance(failure.value, APIConnectionError)  # as for any connection cut
     assert failure.value.partial is not None  # what arrived is kept
     assert chunks >= 1
 
@@ -123,7 +124,8 @@ def test_closing_the_client_ends_a_stream_read_in_another_threads_loop(
     thread.join(3)
     assert not thread.is_alive(), "the stream read in the other loop hung"
     (error,) = outcome
-    assert isinstance(error, APIConnectionError)
+    assert isinstance(error, ClientClosedError), repr(error)
+    assert "closed while this call was in flight" in str(error)
 
 
 def test_closing_the_client_while_another_loop_is_idle_sends_it_no_coroutine(

@@ -25,7 +25,7 @@ from aiohttp.client_proto import ResponseHandler
 
 from chatlib._environment import ProxyTable, ca_bundle
 from chatlib._request import HttpRequest
-from chatlib._transports.base import client_closed, transport_error
+from chatlib._transports.base import client_closed, cut_by_close, transport_error
 from chatlib.errors import (
     APIConnectionError,
     InvalidArgumentError,
@@ -104,12 +104,25 @@ class _IdleTimer:
 class _AiohttpResponse:
     """An `aiohttp.ClientResponse` behind the `AsyncResponse` protocol."""
 
-    __slots__ = ("_idle", "_read_timeout", "_response", "_url", "headers", "status_code")
+    __slots__ = (
+        "_idle",
+        "_read_timeout",
+        "_response",
+        "_transport",
+        "_url",
+        "headers",
+        "status_code",
+    )
 
     def __init__(
-        self, response: aiohttp.ClientResponse, url: str, read_timeout: float | None = None
+        self,
+        response: aiohttp.ClientResponse,
+        url: str,
+        read_timeout: float | None = None,
+        transport: AiohttpTransport | None = None,
     ) -> None:
         self._response = response
+        self._transport = transport  # to tell a body cut by the client's close
         self._url = url
         self._read_timeout = read_timeout
         self._idle: _IdleTimer | None = None
@@ -145,7 +158,7 @@ class _AiohttpResponse:
                     idle.last = clock()
                     yield piece
         except _FAILURES as exc:
-            failure = _translate(exc, self._url)
+            failure = self._failure(exc)
         finally:
             if idle is not None:
                 idle.cancel()
@@ -168,8 +181,14 @@ class _AiohttpResponse:
         try:
             return await response.read()
         except _FAILURES as exc:
-            failure = _translate(exc, self._url)
+            failure = self._failure(exc)
         raise failure  # raised outside the except: see `AiohttpTransport.send`
+
+    def _failure(self, exc: BaseException) -> APIConnectionError:
+        transport = self._transport
+        if transport is not None and transport._closed:  # the client closed it mid-read
+            return cut_by_close(self._url)
+        return _translate(exc, self._url)
 
     async def aclose(self) -> None:
         self.close()
@@ -505,7 +524,9 @@ class AiohttpTransport:
             raise failure
         if pool is not None:
             pool.guard.responses.add(response)
-        return _AiohttpResponse(response, request.url, timeout.read if request.stream else None)
+        return _AiohttpResponse(
+            response, request.url, timeout.read if request.stream else None, self
+        )
 
     async def aclose(self) -> None:
         """Close every pool (a session passed in by the caller is left open): this loop's

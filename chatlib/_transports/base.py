@@ -26,6 +26,7 @@ __all__ = [
     "SyncTransport",
     "aread_whole",
     "client_closed",
+    "cut_by_close",
     "read_whole",
     "transport_error",
 ]
@@ -36,6 +37,15 @@ def client_closed() -> ClientClosedError:
     return ClientClosedError(
         "this client is closed (close()/aclose(), or the end of its `with` block), and its "
         "connection pool with it: make a new client"
+    )
+
+
+def cut_by_close(url: str) -> ClientClosedError:
+    """The error of a call in flight (waiting for its answer, reading a stream) when its
+    client was closed, worded once for both transports."""
+    return ClientClosedError(
+        "Connection error: the client was closed while this call was in flight",
+        request_url=safe_url(url),
     )
 
 

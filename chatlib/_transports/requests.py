@@ -26,11 +26,10 @@ import urllib3.connectionpool
 import urllib3.exceptions
 
 from chatlib._environment import ProxyTable, ca_bundle
-from chatlib._headers import safe_url
 from chatlib._request import HttpRequest
-from chatlib._transports.base import client_closed, transport_error
+from chatlib._transports.base import client_closed, cut_by_close, transport_error
 from chatlib._transports.watchdog import Watch, watchdog
-from chatlib.errors import APIConnectionError, ClientClosedError, deadline_exceeded
+from chatlib.errors import APIConnectionError, deadline_exceeded
 
 __all__ = ["RequestsTransport", "Session"]
 
@@ -46,19 +45,12 @@ def _translate(
 ) -> APIConnectionError:
     """A requests/urllib3/socket failure as the chatlib error a user can act on."""
     if calls.closed:
-        return _cut_by_close(url)
+        return cut_by_close(url)
     if deadline is not None and time.monotonic() >= deadline:
         return deadline_exceeded(url)
     inner = exc.args[0] if exc.args else None
     timed_out = isinstance(exc, _TIMEOUTS) or isinstance(inner, urllib3.exceptions.TimeoutError)
     return transport_error(exc, url, timed_out=timed_out)
-
-
-def _cut_by_close(url: str) -> ClientClosedError:
-    return ClientClosedError(
-        "Connection error: the client was closed while this call was in flight",
-        request_url=safe_url(url),
-    )
 
 
 def _shut(sock: socket.socket) -> None:
@@ -156,7 +148,7 @@ class _RequestsResponse:
             if self._watch is not None and self._watch.fired:
                 raise deadline_exceeded(self._url)  # the body "ended": the watchdog cut it
             if self._calls.closed:
-                raise _cut_by_close(self._url)  # the body "ended": `close` cut it
+                raise cut_by_close(self._url)  # the body "ended": `close` cut it
         except _FAILURES as exc:
             failure = _translate(exc, self._url, deadline, self._calls)
         finally:
