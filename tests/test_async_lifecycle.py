@@ -73,6 +73,25 @@ async def test_a_closed_client_refuses_every_call_clearly_and_sends_nothing(
     assert isinstance(ClientClosedError("x"), RuntimeError)
 
 
+async def test_closing_the_client_ends_a_create_waiting_for_its_answer(
+    server: LocalServer,
+) -> None:
+    """Before, it failed as a plain connection error (and with retries on, was sent again
+    after a back-off and only then refused)."""
+    chat = chat_for(server)
+    server.enqueue(Reply("late", delay=3.0))
+    call = asyncio.ensure_future(chat.create(model="m", messages=USER))
+    while not server.requests:
+        await asyncio.sleep(0.01)
+    loop = asyncio.get_running_loop()
+    closed_at = loop.time()
+    await chat.aclose()
+    with pytest.raises(ClientClosedError, match="closed while this call was in flight"):
+        await asyncio.wait_for(call, 3)
+    assert loop.time() - closed_at < 0.3  # at once: no back-off, no retry
+    assert len(server.requests) == 1
+
+
 async def test_closing_the_client_ends_a_stream_another_task_reads(server: LocalServer) -> None:
     """Before, the reading task got a bare `CancelledError` nobody asked for."""
     chat = chat_for(server)

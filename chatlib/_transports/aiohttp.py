@@ -517,7 +517,8 @@ class AiohttpTransport:
                 allow_redirects=False,  # the core follows redirects (credentials stay home)
             )
         except _FAILURES as exc:
-            failure = _translate(exc, request.url)
+            # Closed by the client while waiting for the answer: said so, and not retried.
+            failure = cut_by_close(request.url) if self._closed else _translate(exc, request.url)
         if failure is not None:
             # Raised outside the `except`, so the library's exception (whose request info
             # holds the headers, the key among them) is not its `__context__`.
