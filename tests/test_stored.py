@@ -248,6 +248,11 @@ def test_a_stalled_page_times_out(facade: FacadeDriver, server: LocalServer) -> 
         (lambda s: s.retrieve(42), "completion_id"),
         (lambda s: s.update("c", metadata={"a": None}), "metadata"),
         (lambda s: s.delete("  "), "completion_id"),
+        # a path step would be resolved by the HTTP library: `delete("..")` is `DELETE /chat/`
+        (lambda s: s.delete(".."), "completion_id"),
+        (lambda s: s.delete("."), "completion_id"),
+        (lambda s: s.update("..", metadata=None), "completion_id"),
+        (lambda s: s.messages(".."), "completion_id"),
     ],
 )
 def test_bad_arguments_fail_before_any_request(
@@ -265,6 +270,9 @@ def test_an_id_is_quoted_into_the_path(facade: FacadeDriver, server: LocalServer
     with pytest.raises(NotFoundError):
         facade.call(lambda: client.raw.stored.retrieve("a/b?c"))
     assert server.requests[-1].path == "/v1/chat/completions/a/b?c"  # as decoded by the server
+    with pytest.raises(NotFoundError):
+        facade.call(lambda: client.raw.stored.retrieve("../../x #y"))
+    assert server.requests[-1].path == "/v1/chat/completions/../../x #y"  # one segment, kept
 
 
 # ---------------------------------------------------------------- the core, stepped by hand
@@ -310,6 +318,23 @@ def test_a_page_without_a_new_cursor_stops_with_an_error_instead_of_looping() ->
     pages = [_page(["a"], has_more=True), _page(["a"], has_more=True, last_id="a")]
     with pytest.raises(APIResponseValidationError, match="no new cursor"):
         _drive(plan.list(), pages)
+
+
+def test_a_server_cycling_through_pages_stops_with_an_error_instead_of_looping() -> None:
+    plan = StoredPlan(ClientConfig.resolve(base_url="http://test.invalid/v1"), OPENAI)
+    pages = [_page([name], has_more=True) for name in ("a", "b", "a", "b", "a")]
+    with pytest.raises(APIResponseValidationError, match="no new cursor") as info:
+        _drive(plan.list(), pages)
+    assert info.value.body["data"][0]["id"] == "a"  # the page that went back
+
+
+def test_an_empty_page_that_says_more_follow_is_an_error_not_the_end() -> None:
+    plan = StoredPlan(ClientConfig.resolve(base_url="http://test.invalid/v1"), OPENAI)
+    for last_id in (None, "z"):
+        pages = [_page(["a"], has_more=True), _page([], has_more=True, last_id=last_id)]
+        with pytest.raises(APIResponseValidationError, match="empty page") as info:
+            _drive(plan.list(), pages)
+        assert info.value.body["has_more"] is True
 
 
 def test_a_page_without_last_id_uses_the_last_items_id() -> None:
