@@ -102,7 +102,23 @@ def _endpoint_url(field: str, value: object) -> str:
     url = _text(field, value)
     if not url.startswith(("http://", "https://")):
         raise InvalidArgumentError(field, f"must start with https://, got {safe_url(url)!r}")
-    return url.rstrip("/") + "/openai"
+    if "?" in url or "#" in url:
+        # the paths are appended to it: a query would swallow them
+        raise InvalidArgumentError(
+            field, f"must be the resource's URL, without a query or fragment, got {safe_url(url)!r}"
+        )
+    url = url.rstrip("/")
+    # an endpoint copied with its `/openai` (as a gateway URL often is) is not doubled
+    return url if url.lower().endswith("/openai") else url + "/openai"
+
+
+def _deployment(field: str, value: object) -> str:
+    name = _text(field, value)
+    if name in (".", ".."):
+        # quoting leaves dots alone and the HTTP libraries resolve the step: `..` would send
+        # the call to `/openai/chat/completions`
+        raise InvalidArgumentError(field, f"cannot be {name!r} (a path step)")
+    return name
 
 
 def _credential(values: dict[str, Any], endpoint: Endpoint, *, from_environment: bool) -> Endpoint:
@@ -191,7 +207,7 @@ def resolve_azure(settings: Mapping[str, Any]) -> tuple[ClientSettings, Endpoint
             )
         values["base_url"] = _endpoint_url("azure_endpoint", endpoint_url)
     if deployment is not None:
-        endpoint = attrs.evolve(endpoint, deployment=_text("azure_deployment", deployment))
+        endpoint = attrs.evolve(endpoint, deployment=_deployment("azure_deployment", deployment))
     return _client_settings(values), endpoint
 
 
@@ -214,7 +230,7 @@ def azure_changes(
         values["base_url"] = _endpoint_url("azure_endpoint", endpoint_url)
     deployment = values.pop("azure_deployment", None)
     if deployment is not None:
-        endpoint = attrs.evolve(endpoint, deployment=_text("azure_deployment", deployment))
+        endpoint = attrs.evolve(endpoint, deployment=_deployment("azure_deployment", deployment))
     version = values.pop("api_version", None)
     if version is not None:
         _with_version(values, version)

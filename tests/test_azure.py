@@ -132,6 +132,61 @@ def test_a_fixed_deployment_takes_every_call(facade: FacadeDriver, azure: LocalS
     }
 
 
+def test_an_endpoint_given_with_openai_or_a_path_is_not_doubled(
+    facade: FacadeDriver, azure: LocalServer
+) -> None:
+    for endpoint in (azure.url + "/openai", azure.url + "/openai/"):
+        client = azure_client(facade, azure_endpoint=endpoint, api_version=VERSION, api_key=KEY)
+        client.create(model="gpt-4o", messages=[USER])
+        assert last(azure).path == "/openai/deployments/gpt-4o/chat/completions"
+    client = azure_client(
+        facade, azure_endpoint=azure.url + "/proxy/", api_version=VERSION, api_key=KEY
+    )
+    call = client.raw._plan(None, {"model": "m", "messages": [USER]}, stream=None, timeout=None)
+    assert call.http_request.url == (
+        f"{azure.url}/proxy/openai/deployments/m/chat/completions?api-version={VERSION}"
+    )
+
+
+def test_a_deployment_that_is_a_path_step_is_refused_before_any_request(
+    facade: FacadeDriver, azure: LocalServer
+) -> None:
+    # quoting keeps dots, and the HTTP libraries resolve `..`: the call would go elsewhere
+    for name in ("..", "."):
+        with pytest.raises(InvalidArgumentError) as info:
+            azure_client(
+                facade,
+                azure_endpoint=azure.url,
+                azure_deployment=name,
+                api_version=VERSION,
+                api_key=KEY,
+            )
+        assert info.value.field == "azure_deployment"
+        client = azure_client(facade, azure_endpoint=azure.url, api_version=VERSION, api_key=KEY)
+        with pytest.raises(InvalidArgumentError) as info:
+            client.create(model=name, messages=[USER])
+        assert info.value.field == "model"
+        with pytest.raises(InvalidArgumentError):
+            client.raw.with_options(azure_deployment=name)
+    assert azure.requests == []
+
+
+@pytest.mark.parametrize("cls", [AzureChat, AsyncAzureChat])
+def test_an_endpoint_with_a_query_is_refused(cls: type[Any]) -> None:
+    for endpoint in ("https://res.openai.azure.com?x=1", "https://res.openai.azure.com/#f"):
+        with pytest.raises(InvalidArgumentError, match="without a query") as info:
+            cls(azure_endpoint=endpoint, api_version=VERSION, api_key=KEY)
+        assert info.value.field == "azure_endpoint"
+
+
+def test_an_api_version_cannot_inject_query_parameters() -> None:
+    chat = AzureChat(
+        azure_endpoint="https://res.openai.azure.com", api_version="v1&api-key=x#f", api_key=KEY
+    )
+    call = chat._plan(None, {"model": "m", "messages": [USER]}, stream=None, timeout=None)
+    assert call.http_request.url.endswith("/chat/completions?api-version=v1%26api-key%3Dx%23f")
+
+
 def test_the_environment_configures_the_whole_client(
     facade: FacadeDriver, azure: LocalServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
