@@ -17,6 +17,7 @@ import os
 import sys
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
+from urllib.parse import urlsplit
 
 import attrs
 
@@ -98,10 +99,20 @@ def _text(field: str, value: object) -> str:
     return value.strip()
 
 
+def _secret(field: str, value: object) -> str:
+    """`_text` for a credential: the message names its type, never the value."""
+    if not isinstance(value, str) or not value.strip():
+        shown = "an empty string" if isinstance(value, str) else type(value).__name__
+        raise InvalidArgumentError(field, f"must be a non-empty string, got {shown}")
+    return value.strip()
+
+
 def _endpoint_url(field: str, value: object) -> str:
     url = _text(field, value)
     if not url.startswith(("http://", "https://")):
         raise InvalidArgumentError(field, f"must start with https://, got {safe_url(url)!r}")
+    if not urlsplit(url).hostname:
+        raise InvalidArgumentError(field, f"must name a host, got {safe_url(url)!r}")
     if "?" in url or "#" in url:
         # the paths are appended to it: a query would swallow them
         raise InvalidArgumentError(
@@ -138,10 +149,11 @@ def _credential(values: dict[str, Any], endpoint: Endpoint, *, from_environment:
         token = _env(_TOKEN.key_env)
         key = None if token is not None else _env(_KEY.key_env)
     if key is not None:
-        values["api_key"] = key
+        # an empty key would send no credential at all (Azure always wants one)
+        values["api_key"] = _secret("api_key", key) if isinstance(key, str) else key
         return _sent_as(endpoint, _KEY, "api_key")
     if token is not None:
-        values["api_key"] = check_header_value("azure_ad_token", _text("azure_ad_token", token))
+        values["api_key"] = check_header_value("azure_ad_token", _secret("azure_ad_token", token))
         return _sent_as(endpoint, _TOKEN, "azure_ad_token")
     if provider is not None:
         if not callable(provider):

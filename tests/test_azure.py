@@ -179,6 +179,28 @@ def test_an_endpoint_with_a_query_is_refused(cls: type[Any]) -> None:
         assert info.value.field == "azure_endpoint"
 
 
+@pytest.mark.parametrize("cls", [AzureChat, AsyncAzureChat])
+def test_a_bad_credential_is_refused_without_being_repeated(cls: type[Any]) -> None:
+    where = {"azure_endpoint": "https://res.openai.azure.com", "api_version": VERSION}
+    for credential in ({"azure_ad_token": b"entra-SECRET-bytes"}, {"azure_ad_token": [KEY]}):
+        with pytest.raises(InvalidArgumentError) as info:
+            cls(**where, **credential)
+        assert info.value.field == "azure_ad_token"
+        assert "SECRET" not in str(info.value) and KEY not in str(info.value)
+    for empty in ("", "  "):  # it would send no credential at all
+        with pytest.raises(InvalidArgumentError, match="non-empty") as info:
+            cls(**where, api_key=empty)
+        assert info.value.field == "api_key"
+
+
+@pytest.mark.parametrize("cls", [AzureChat, AsyncAzureChat])
+def test_an_endpoint_without_a_host_names_azure_endpoint(cls: type[Any]) -> None:
+    for endpoint in ("https://", "https:///openai"):
+        with pytest.raises(InvalidArgumentError, match="host") as info:
+            cls(azure_endpoint=endpoint, api_version=VERSION, api_key=KEY)
+        assert info.value.field == "azure_endpoint"
+
+
 def test_an_api_version_cannot_inject_query_parameters() -> None:
     chat = AzureChat(
         azure_endpoint="https://res.openai.azure.com", api_version="v1&api-key=x#f", api_key=KEY
