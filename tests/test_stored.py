@@ -38,7 +38,7 @@ from chatlib.errors import (
     NotFoundError,
 )
 from chatlib.models import TextContentPart
-from chatlib.testing import ErrorReply, LocalServer, Stall
+from chatlib.testing import ErrorReply, LocalServer, RawReply, Stall
 from chatlib.transports import FakeResponse
 
 FAST = Timeout(connect=2, read=2, total=5)
@@ -318,6 +318,26 @@ def test_a_page_without_a_new_cursor_stops_with_an_error_instead_of_looping() ->
     pages = [_page(["a"], has_more=True), _page(["a"], has_more=True, last_id="a")]
     with pytest.raises(APIResponseValidationError, match="no new cursor"):
         _drive(plan.list(), pages)
+
+
+def test_a_hostile_server_cannot_keep_either_client_paging_forever(
+    facade: FacadeDriver, server: LocalServer
+) -> None:
+    client = facade.client(base_url=server.base_url, timeout=FAST)
+    hostile = [
+        [_page(["a"], has_more=True), _page(["b"], has_more=True), _page(["a"], has_more=True)],
+        [_page(["a"], has_more=True), _page([], has_more=True, last_id=None)],
+        [_page(["a"], has_more=True), _page(["a"], has_more=True, last_id="a")],
+    ]
+    for pages in hostile:
+        server.clear()
+        server.enqueue(*(RawReply(body=b"".join(page.pieces)) for page in pages))
+        with pytest.raises(APIResponseValidationError, match="stopped rather than loop"):
+            collect(facade, client.raw.stored.list())
+        assert len(list_pages(server)) == len(pages)
+        server.enqueue(*(RawReply(body=b"".join(page.pieces)) for page in pages))
+        with pytest.raises(APIResponseValidationError, match="stopped rather than loop"):
+            collect(facade, client.raw.stored.messages("c"))
 
 
 def test_a_server_cycling_through_pages_stops_with_an_error_instead_of_looping() -> None:
