@@ -22,7 +22,7 @@ from conftest import ClientDriver, FacadeDriver
 from chatlib import AsyncAzureChat, AzureChat, Timeout
 from chatlib._auth import KeyProvider
 from chatlib.azure import AZURE_SETTING_NAMES
-from chatlib.errors import CredentialError, InvalidArgumentError
+from chatlib.errors import APIError, CredentialError, InvalidArgumentError
 from chatlib.testing import ErrorReply, LocalServer
 
 KEY = "azure-key-0123456789abcdef0123456789"
@@ -199,6 +199,27 @@ def test_an_endpoint_without_a_host_names_azure_endpoint(cls: type[Any]) -> None
         with pytest.raises(InvalidArgumentError, match="host") as info:
             cls(azure_endpoint=endpoint, api_version=VERSION, api_key=KEY)
         assert info.value.field == "azure_endpoint"
+
+
+def test_a_gateway_subscription_key_in_the_query_is_redacted_when_echoed(
+    facade: FacadeDriver, azure: LocalServer
+) -> None:
+    secret = "apim-subscription-0123456789"  # Azure API Management's query-string key
+    client = azure_client(
+        facade,
+        azure_endpoint=azure.url,
+        api_version=VERSION,
+        api_key=KEY,
+        default_query={"subscription-key": secret},
+        max_retries=0,
+    )
+    azure.enqueue(lambda request: ErrorReply(400, f"bad request {request.query}"))
+    with pytest.raises(APIError) as info:
+        client.create(model="m", messages=[USER])
+    assert last(azure).query["subscription-key"] == secret  # sent, as asked
+    assert "<redacted>" in str(info.value)
+    for text in (str(info.value), repr(info.value), repr(client.raw), str(info.value.body)):
+        assert secret not in text and KEY not in text
 
 
 def test_an_api_version_cannot_inject_query_parameters() -> None:
