@@ -119,6 +119,14 @@ def _endpoint_url(field: str, value: object) -> str:
             field, f"must be the resource's URL, without a query or fragment, got {safe_url(url)!r}"
         )
     url = url.rstrip("/")
+    path = urlsplit(url).path.lower()
+    if "/deployments/" in path or path.endswith("/chat/completions"):
+        # the portal's "target URI", pasted whole: the paths would be appended to it
+        raise InvalidArgumentError(
+            field,
+            "must be the resource's URL (https://<resource>.openai.azure.com), not a "
+            f"deployment's; give the deployment as azure_deployment=..., got {safe_url(url)!r}",
+        )
     # an endpoint copied with its `/openai` (as a gateway URL often is) is not doubled
     return url if url.lower().endswith("/openai") else url + "/openai"
 

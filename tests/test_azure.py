@@ -177,6 +177,10 @@ def test_an_endpoint_with_a_query_is_refused(cls: type[Any]) -> None:
         with pytest.raises(InvalidArgumentError, match="without a query") as info:
             cls(azure_endpoint=endpoint, api_version=VERSION, api_key=KEY)
         assert info.value.field == "azure_endpoint"
+    target = "https://res.openai.azure.com/openai/deployments/gpt-4o/chat/completions"
+    with pytest.raises(InvalidArgumentError, match="azure_deployment=") as info:
+        cls(azure_endpoint=target, api_version=VERSION, api_key=KEY)  # the portal's target URI
+    assert info.value.field == "azure_endpoint"
 
 
 @pytest.mark.parametrize("cls", [AzureChat, AsyncAzureChat])
