@@ -173,6 +173,11 @@ class StoredPlan:
             page = yield from call.json_flow(parse)
             if page.data:
                 yield Deliver(page.data)
+            if not isinstance(page.has_more, (bool, type(None))):  # "false" would be truthy
+                raise APIResponseValidationError(
+                    f"the page's has_more is {page.has_more!r}, not true or false",
+                    body=page.to_dict(),
+                )
             if not page.has_more:
                 return
             if not page.data:

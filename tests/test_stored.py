@@ -357,6 +357,15 @@ def test_an_empty_page_that_says_more_follow_is_an_error_not_the_end() -> None:
         assert info.value.body["has_more"] is True
 
 
+def test_a_has_more_that_is_not_a_boolean_is_an_error() -> None:
+    plan = StoredPlan(ClientConfig.resolve(base_url="http://test.invalid/v1"), OPENAI)
+    page = json.loads(_page(["a"], has_more=False).pieces[0])
+    page["has_more"] = "false"  # truthy: followed, it would ask for pages that do not exist
+    with pytest.raises(APIResponseValidationError, match="has_more") as info:
+        _drive(plan.list(), [FakeResponse(200, pieces=[json.dumps(page).encode()])])
+    assert info.value.body["has_more"] == "false"
+
+
 def test_a_page_without_last_id_uses_the_last_items_id() -> None:
     plan = StoredPlan(ClientConfig.resolve(base_url="http://test.invalid/v1"), OPENAI)
     flow = plan.list()
