@@ -14,6 +14,8 @@ from urllib.parse import quote, urlencode, urlsplit
 
 import attrs
 
+from chatlib.errors import InvalidArgumentError
+
 __all__ = ["OPENAI", "Endpoint", "join_url"]
 
 
@@ -60,6 +62,10 @@ class Endpoint:
         if deployment is None:
             if "/deployments/" in urlsplit(base_url).path:
                 return "/chat/completions"  # a base URL that already names its deployment
+            if model in (".", ".."):  # a path step the HTTP libraries would resolve
+                raise InvalidArgumentError(
+                    "model", f"cannot be {model!r}: it names the Azure deployment"
+                )
             deployment = model
         return f"/deployments/{quote(deployment, safe='')}/chat/completions"
 

@@ -34,7 +34,10 @@ REDACTED = "<redacted>"
 # Header names that may carry a credential: redacted in reprs and logs, and never sent to
 # another origin after a redirect.
 _CREDENTIAL_MARKS = ("auth", "key", "token", "secret", "cookie", "session", "password")
-_SECRET_QUERY = frozenset({"key", "api-key", "api_key", "apikey", "access_token", "token"})
+# `subscription-key`: Azure API Management's key, the query form of its header
+_SECRET_QUERY = frozenset(
+    {"key", "api-key", "api_key", "apikey", "access_token", "token", "subscription-key"}
+)
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 

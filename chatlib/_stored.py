@@ -44,6 +44,10 @@ _parse_deleted = json_parser(ChatCompletionDeleted, "a deletion confirmation")
 def _completion_path(completion_id: object, suffix: str = "") -> str:
     if not isinstance(completion_id, str) or not completion_id.strip():
         raise InvalidArgumentError("completion_id", "must be a non-empty string (a completion id)")
+    if completion_id in (".", ".."):
+        # Quoting leaves dots alone, and both HTTP libraries resolve a `..` segment: the
+        # request would go to another resource (`delete("..")` would be `DELETE /chat/`).
+        raise InvalidArgumentError("completion_id", f"cannot be {completion_id!r} (a path step)")
     return f"{_PATH}/{quote(completion_id, safe='')}{suffix}"
 
 
@@ -162,19 +166,32 @@ class StoredPlan:
         timeout: TimeoutLike | None,
     ) -> ItemFlow[Any]:
         after: str | None = None
+        seen: set[str] = set()  # every cursor followed: a server cycling through pages stops
         while True:
             page_query = query if after is None else {**query, "after": after}
             call = self._call("GET", path, query=page_query, timeout=timeout)
             page = yield from call.json_flow(parse)
             if page.data:
                 yield Deliver(page.data)
-            if not page.has_more or not page.data:
+            if not isinstance(page.has_more, (bool, type(None))):  # "false" would be truthy
+                raise APIResponseValidationError(
+                    f"the page's has_more is {page.has_more!r}, not true or false",
+                    body=page.to_dict(),
+                )
+            if not page.has_more:
                 return
+            if not page.data:
+                raise APIResponseValidationError(
+                    f"the server says more pages follow (has_more) but sent an empty page "
+                    f"after {after!r}: stopped rather than loop",
+                    body=page.to_dict(),
+                )
             cursor = page.last_id or getattr(page.data[-1], "id", None)
-            if not isinstance(cursor, str) or not cursor or cursor == after:
+            if not isinstance(cursor, str) or not cursor or cursor in seen:
                 raise APIResponseValidationError(
                     f"the server says more pages follow (has_more) but gives no new cursor "
                     f"after {after!r} (last_id={page.last_id!r}): stopped rather than loop",
                     body=page.to_dict(),
                 )
+            seen.add(cursor)
             after = cursor

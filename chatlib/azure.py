@@ -17,6 +17,7 @@ import os
 import sys
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
+from urllib.parse import urlsplit
 
 import attrs
 
@@ -98,11 +99,45 @@ def _text(field: str, value: object) -> str:
     return value.strip()
 
 
+def _secret(field: str, value: object) -> str:
+    """`_text` for a credential: the message names its type, never the value."""
+    if not isinstance(value, str) or not value.strip():
+        shown = "an empty string" if isinstance(value, str) else type(value).__name__
+        raise InvalidArgumentError(field, f"must be a non-empty string, got {shown}")
+    return value.strip()
+
+
 def _endpoint_url(field: str, value: object) -> str:
     url = _text(field, value)
     if not url.startswith(("http://", "https://")):
         raise InvalidArgumentError(field, f"must start with https://, got {safe_url(url)!r}")
-    return url.rstrip("/") + "/openai"
+    if not urlsplit(url).hostname:
+        raise InvalidArgumentError(field, f"must name a host, got {safe_url(url)!r}")
+    if "?" in url or "#" in url:
+        # the paths are appended to it: a query would swallow them
+        raise InvalidArgumentError(
+            field, f"must be the resource's URL, without a query or fragment, got {safe_url(url)!r}"
+        )
+    url = url.rstrip("/")
+    path = urlsplit(url).path.lower()
+    if "/deployments/" in path or path.endswith("/chat/completions"):
+        # the portal's "target URI", pasted whole: the paths would be appended to it
+        raise InvalidArgumentError(
+            field,
+            "must be the resource's URL (https://<resource>.openai.azure.com), not a "
+            f"deployment's; give the deployment as azure_deployment=..., got {safe_url(url)!r}",
+        )
+    # an endpoint copied with its `/openai` (as a gateway URL often is) is not doubled
+    return url if url.lower().endswith("/openai") else url + "/openai"
+
+
+def _deployment(field: str, value: object) -> str:
+    name = _text(field, value)
+    if name in (".", ".."):
+        # quoting leaves dots alone and the HTTP libraries resolve the step: `..` would send
+        # the call to `/openai/chat/completions`
+        raise InvalidArgumentError(field, f"cannot be {name!r} (a path step)")
+    return name
 
 
 def _credential(values: dict[str, Any], endpoint: Endpoint, *, from_environment: bool) -> Endpoint:
@@ -122,10 +157,11 @@ def _credential(values: dict[str, Any], endpoint: Endpoint, *, from_environment:
         token = _env(_TOKEN.key_env)
         key = None if token is not None else _env(_KEY.key_env)
     if key is not None:
-        values["api_key"] = key
+        # an empty key would send no credential at all (Azure always wants one)
+        values["api_key"] = _secret("api_key", key) if isinstance(key, str) else key
         return _sent_as(endpoint, _KEY, "api_key")
     if token is not None:
-        values["api_key"] = check_header_value("azure_ad_token", _text("azure_ad_token", token))
+        values["api_key"] = check_header_value("azure_ad_token", _secret("azure_ad_token", token))
         return _sent_as(endpoint, _TOKEN, "azure_ad_token")
     if provider is not None:
         if not callable(provider):
@@ -191,7 +227,7 @@ def resolve_azure(settings: Mapping[str, Any]) -> tuple[ClientSettings, Endpoint
             )
         values["base_url"] = _endpoint_url("azure_endpoint", endpoint_url)
     if deployment is not None:
-        endpoint = attrs.evolve(endpoint, deployment=_text("azure_deployment", deployment))
+        endpoint = attrs.evolve(endpoint, deployment=_deployment("azure_deployment", deployment))
     return _client_settings(values), endpoint
 
 
@@ -214,7 +250,7 @@ def azure_changes(
         values["base_url"] = _endpoint_url("azure_endpoint", endpoint_url)
     deployment = values.pop("azure_deployment", None)
     if deployment is not None:
-        endpoint = attrs.evolve(endpoint, deployment=_text("azure_deployment", deployment))
+        endpoint = attrs.evolve(endpoint, deployment=_deployment("azure_deployment", deployment))
     version = values.pop("api_version", None)
     if version is not None:
         _with_version(values, version)

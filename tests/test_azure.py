@@ -22,7 +22,7 @@ from conftest import ClientDriver, FacadeDriver
 from chatlib import AsyncAzureChat, AzureChat, Timeout
 from chatlib._auth import KeyProvider
 from chatlib.azure import AZURE_SETTING_NAMES
-from chatlib.errors import CredentialError, InvalidArgumentError
+from chatlib.errors import APIError, CredentialError, InvalidArgumentError
 from chatlib.testing import ErrorReply, LocalServer
 
 KEY = "azure-key-0123456789abcdef0123456789"
@@ -130,6 +130,108 @@ def test_a_fixed_deployment_takes_every_call(facade: FacadeDriver, azure: LocalS
     assert {request.path for request in azure.requests} == {
         "/openai/deployments/prod-gpt-4o/chat/completions"
     }
+
+
+def test_an_endpoint_given_with_openai_or_a_path_is_not_doubled(
+    facade: FacadeDriver, azure: LocalServer
+) -> None:
+    for endpoint in (azure.url + "/openai", azure.url + "/openai/"):
+        client = azure_client(facade, azure_endpoint=endpoint, api_version=VERSION, api_key=KEY)
+        client.create(model="gpt-4o", messages=[USER])
+        assert last(azure).path == "/openai/deployments/gpt-4o/chat/completions"
+    client = azure_client(
+        facade, azure_endpoint=azure.url + "/proxy/", api_version=VERSION, api_key=KEY
+    )
+    call = client.raw._plan(None, {"model": "m", "messages": [USER]}, stream=None, timeout=None)
+    assert call.http_request.url == (
+        f"{azure.url}/proxy/openai/deployments/m/chat/completions?api-version={VERSION}"
+    )
+
+
+def test_a_deployment_that_is_a_path_step_is_refused_before_any_request(
+    facade: FacadeDriver, azure: LocalServer
+) -> None:
+    # quoting keeps dots, and the HTTP libraries resolve `..`: the call would go elsewhere
+    for name in ("..", "."):
+        with pytest.raises(InvalidArgumentError) as info:
+            azure_client(
+                facade,
+                azure_endpoint=azure.url,
+                azure_deployment=name,
+                api_version=VERSION,
+                api_key=KEY,
+            )
+        assert info.value.field == "azure_deployment"
+        client = azure_client(facade, azure_endpoint=azure.url, api_version=VERSION, api_key=KEY)
+        with pytest.raises(InvalidArgumentError) as info:
+            client.create(model=name, messages=[USER])
+        assert info.value.field == "model"
+        with pytest.raises(InvalidArgumentError):
+            client.raw.with_options(azure_deployment=name)
+    assert azure.requests == []
+
+
+@pytest.mark.parametrize("cls", [AzureChat, AsyncAzureChat])
+def test_an_endpoint_with_a_query_is_refused(cls: type[Any]) -> None:
+    for endpoint in ("https://res.openai.azure.com?x=1", "https://res.openai.azure.com/#f"):
+        with pytest.raises(InvalidArgumentError, match="without a query") as info:
+            cls(azure_endpoint=endpoint, api_version=VERSION, api_key=KEY)
+        assert info.value.field == "azure_endpoint"
+    target = "https://res.openai.azure.com/openai/deployments/gpt-4o/chat/completions"
+    with pytest.raises(InvalidArgumentError, match="azure_deployment=") as info:
+        cls(azure_endpoint=target, api_version=VERSION, api_key=KEY)  # the portal's target URI
+    assert info.value.field == "azure_endpoint"
+
+
+@pytest.mark.parametrize("cls", [AzureChat, AsyncAzureChat])
+def test_a_bad_credential_is_refused_without_being_repeated(cls: type[Any]) -> None:
+    where = {"azure_endpoint": "https://res.openai.azure.com", "api_version": VERSION}
+    for credential in ({"azure_ad_token": b"entra-SECRET-bytes"}, {"azure_ad_token": [KEY]}):
+        with pytest.raises(InvalidArgumentError) as info:
+            cls(**where, **credential)
+        assert info.value.field == "azure_ad_token"
+        assert "SECRET" not in str(info.value) and KEY not in str(info.value)
+    for empty in ("", "  "):  # it would send no credential at all
+        with pytest.raises(InvalidArgumentError, match="non-empty") as info:
+            cls(**where, api_key=empty)
+        assert info.value.field == "api_key"
+
+
+@pytest.mark.parametrize("cls", [AzureChat, AsyncAzureChat])
+def test_an_endpoint_without_a_host_names_azure_endpoint(cls: type[Any]) -> None:
+    for endpoint in ("https://", "https:///openai"):
+        with pytest.raises(InvalidArgumentError, match="host") as info:
+            cls(azure_endpoint=endpoint, api_version=VERSION, api_key=KEY)
+        assert info.value.field == "azure_endpoint"
+
+
+def test_a_gateway_subscription_key_in_the_query_is_redacted_when_echoed(
+    facade: FacadeDriver, azure: LocalServer
+) -> None:
+    secret = "apim-subscription-0123456789"  # Azure API Management's query-string key
+    client = azure_client(
+        facade,
+        azure_endpoint=azure.url,
+        api_version=VERSION,
+        api_key=KEY,
+        default_query={"subscription-key": secret},
+        max_retries=0,
+    )
+    azure.enqueue(lambda request: ErrorReply(400, f"bad request {request.query}"))
+    with pytest.raises(APIError) as info:
+        client.create(model="m", messages=[USER])
+    assert last(azure).query["subscription-key"] == secret  # sent, as asked
+    assert "<redacted>" in str(info.value)
+    for text in (str(info.value), repr(info.value), repr(client.raw), str(info.value.body)):
+        assert secret not in text and KEY not in text
+
+
+def test_an_api_version_cannot_inject_query_parameters() -> None:
+    chat = AzureChat(
+        azure_endpoint="https://res.openai.azure.com", api_version="v1&api-key=x#f", api_key=KEY
+    )
+    call = chat._plan(None, {"model": "m", "messages": [USER]}, stream=None, timeout=None)
+    assert call.http_request.url.endswith("/chat/completions?api-version=v1%26api-key%3Dx%23f")
 
 
 def test_the_environment_configures_the_whole_client(

@@ -493,7 +493,8 @@ def test_a_password_in_the_base_url_is_redacted_in_reprs_and_debug_logs(
 
 
 @pytest.mark.parametrize(
-    "name", ["key", "api-key", "api_key", "apikey", "token", "access_token", "API-Key"]
+    "name",
+    ["key", "api-key", "api_key", "apikey", "token", "access_token", "API-Key", "subscription-key"],
 )
 def test_credential_query_values_are_redacted_in_logs(
     name: str, server: LocalServer, caplog: pytest.LogCaptureFixture

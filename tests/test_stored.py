@@ -38,7 +38,7 @@ from chatlib.errors import (
     NotFoundError,
 )
 from chatlib.models import TextContentPart
-from chatlib.testing import ErrorReply, LocalServer, Stall
+from chatlib.testing import ErrorReply, LocalServer, RawReply, Stall
 from chatlib.transports import FakeResponse
 
 FAST = Timeout(connect=2, read=2, total=5)
@@ -248,6 +248,11 @@ def test_a_stalled_page_times_out(facade: FacadeDriver, server: LocalServer) -> 
         (lambda s: s.retrieve(42), "completion_id"),
         (lambda s: s.update("c", metadata={"a": None}), "metadata"),
         (lambda s: s.delete("  "), "completion_id"),
+        # a path step would be resolved by the HTTP library: `delete("..")` is `DELETE /chat/`
+        (lambda s: s.delete(".."), "completion_id"),
+        (lambda s: s.delete("."), "completion_id"),
+        (lambda s: s.update("..", metadata=None), "completion_id"),
+        (lambda s: s.messages(".."), "completion_id"),
     ],
 )
 def test_bad_arguments_fail_before_any_request(
@@ -265,6 +270,9 @@ def test_an_id_is_quoted_into_the_path(facade: FacadeDriver, server: LocalServer
     with pytest.raises(NotFoundError):
         facade.call(lambda: client.raw.stored.retrieve("a/b?c"))
     assert server.requests[-1].path == "/v1/chat/completions/a/b?c"  # as decoded by the server
+    with pytest.raises(NotFoundError):
+        facade.call(lambda: client.raw.stored.retrieve("../../x #y"))
+    assert server.requests[-1].path == "/v1/chat/completions/../../x #y"  # one segment, kept
 
 
 # ---------------------------------------------------------------- the core, stepped by hand
@@ -310,6 +318,52 @@ def test_a_page_without_a_new_cursor_stops_with_an_error_instead_of_looping() ->
     pages = [_page(["a"], has_more=True), _page(["a"], has_more=True, last_id="a")]
     with pytest.raises(APIResponseValidationError, match="no new cursor"):
         _drive(plan.list(), pages)
+
+
+def test_a_hostile_server_cannot_keep_either_client_paging_forever(
+    facade: FacadeDriver, server: LocalServer
+) -> None:
+    client = facade.client(base_url=server.base_url, timeout=FAST)
+    hostile = [
+        [_page(["a"], has_more=True), _page(["b"], has_more=True), _page(["a"], has_more=True)],
+        [_page(["a"], has_more=True), _page([], has_more=True, last_id=None)],
+        [_page(["a"], has_more=True), _page(["a"], has_more=True, last_id="a")],
+    ]
+    for pages in hostile:
+        server.clear()
+        server.enqueue(*(RawReply(body=b"".join(page.pieces)) for page in pages))
+        with pytest.raises(APIResponseValidationError, match="stopped rather than loop"):
+            collect(facade, client.raw.stored.list())
+        assert len(list_pages(server)) == len(pages)
+        server.enqueue(*(RawReply(body=b"".join(page.pieces)) for page in pages))
+        with pytest.raises(APIResponseValidationError, match="stopped rather than loop"):
+            collect(facade, client.raw.stored.messages("c"))
+
+
+def test_a_server_cycling_through_pages_stops_with_an_error_instead_of_looping() -> None:
+    plan = StoredPlan(ClientConfig.resolve(base_url="http://test.invalid/v1"), OPENAI)
+    pages = [_page([name], has_more=True) for name in ("a", "b", "a", "b", "a")]
+    with pytest.raises(APIResponseValidationError, match="no new cursor") as info:
+        _drive(plan.list(), pages)
+    assert info.value.body["data"][0]["id"] == "a"  # the page that went back
+
+
+def test_an_empty_page_that_says_more_follow_is_an_error_not_the_end() -> None:
+    plan = StoredPlan(ClientConfig.resolve(base_url="http://test.invalid/v1"), OPENAI)
+    for last_id in (None, "z"):
+        pages = [_page(["a"], has_more=True), _page([], has_more=True, last_id=last_id)]
+        with pytest.raises(APIResponseValidationError, match="empty page") as info:
+            _drive(plan.list(), pages)
+        assert info.value.body["has_more"] is True
+
+
+def test_a_has_more_that_is_not_a_boolean_is_an_error() -> None:
+    plan = StoredPlan(ClientConfig.resolve(base_url="http://test.invalid/v1"), OPENAI)
+    page = json.loads(_page(["a"], has_more=False).pieces[0])
+    page["has_more"] = "false"  # truthy: followed, it would ask for pages that do not exist
+    with pytest.raises(APIResponseValidationError, match="has_more") as info:
+        _drive(plan.list(), [FakeResponse(200, pieces=[json.dumps(page).encode()])])
+    assert info.value.body["has_more"] == "false"
 
 
 def test_a_page_without_last_id_uses_the_last_items_id() -> None:
