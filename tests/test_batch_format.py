@@ -20,6 +20,7 @@ from chatlib.batch._format import (
     InputLine,
     InvalidLine,
     LineChecker,
+    bounded_lines,
     check_line,
     error_line,
     invalid_line,
@@ -183,6 +184,59 @@ def test_the_checker_refuses_repeats_and_skips_what_is_done() -> None:
     assert isinstance(checker.check(b"junk\n", 5), InvalidLine)
     foreign = checker.check(line(custom_id="z", body=body("9")), 9)
     assert isinstance(foreign, InvalidLine) and foreign.code == "duplicate_custom_id"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"custom_id": "s\\ud800", "body": {"model": "m", "messages": []}}\n',  # an escape
+        b'{"custom_id": "s\xed\xa0\x80", "body": {"model": "m", "messages": []}}\n',  # bytes
+    ],
+)
+def test_a_custom_id_with_a_lone_surrogate_is_refused_not_a_crash(raw: bytes) -> None:
+    # It used to pass, then the runner died with UnicodeEncodeError writing its result line.
+    result = check_line(raw, 4)
+    assert isinstance(result, InvalidLine) and result.custom_id is None
+    assert result.code == "missing_custom_id" and "lone surrogate" in result.message
+    invalid_line(result).decode("utf-8")  # its output line can be written
+
+
+def test_a_huge_bad_value_is_quoted_short() -> None:
+    result = check_line(line(custom_id=["x" * 10] * 100_000, body=body("x")), 2)
+    assert isinstance(result, InvalidLine) and len(result.message) < 300
+    result = check_line(line(custom_id="a", url="/" + "u" * 100_000, body=body("x")), 3)
+    assert isinstance(result, InvalidLine) and len(result.message) < 300
+
+
+def test_a_line_too_long_is_read_in_bounded_memory_and_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("chatlib.batch._format.MAX_LINE_BYTES", 100)
+    fits = line(custom_id="ok", body=body("x" * 10))
+    exact = b"y" * 100 + b"\n"  # 100 bytes and its line end: not too long
+    long_id = b'{"custom_id": "big", "body": {"x": "' + b"z" * 1000 + b'"}}\r\n'
+    no_id = b"[" + b"1," * 1000 + b"1]\n"
+    last = b"w" * 300  # too long, and no newline at the end of the file
+    handle = io.BytesIO(fits + exact + long_id + no_id + last)
+    lines = list(bounded_lines(handle))
+    assert [length for _, length in lines] == [len(fits), 101, len(long_id), len(no_id), 300]
+    assert all(len(raw) <= 101 for raw, _ in lines)  # never more than the limit held
+    results = [check_line(raw, number) for number, (raw, _) in enumerate(lines, 1)]
+    assert isinstance(results[0], InputLine)
+    assert isinstance(results[1], InvalidLine) and results[1].code == "invalid_json"
+    for result, custom_id in zip(results[2:], ["big", None, None], strict=True):
+        assert isinstance(result, InvalidLine) and result.code == "line_too_long"
+        assert result.custom_id == custom_id
+        assert result.message.startswith(f"line {result.number}: longer than 100 bytes")
+
+
+def test_a_line_number_done_in_another_input_does_not_hide_this_inputs_line() -> None:
+    # The output holds "line 2: invalid" from another input file; this file's line 2 is good.
+    checker = LineChecker(done_lines={2})
+    assert isinstance(checker.check(line(custom_id="a", body=body("1")), 1), InputLine)
+    again = checker.check(line(custom_id="b", body=body("2")), 2)
+    assert isinstance(again, InputLine) and again.custom_id == "b"
+    assert LineChecker(done_lines={2}).check(b"junk\n", 2) is None  # the same bad line: done
 
 
 # ---------------------------------------------------------------- result lines

@@ -112,6 +112,40 @@ def test_bad_lines_are_reported_in_the_output_never_skipped(
     assert (again.skipped, again.invalid, again.succeeded) == (8, 0, 0)  # reported once
 
 
+def test_a_line_too_long_is_refused_by_number_and_the_run_goes_on(
+    tmp_path: Path, server: LocalServer, chat: AsyncChat, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("chatlib.batch._format.MAX_LINE_BYTES", 1000)
+    source = tmp_path / "in.jsonl"
+    huge = json.dumps({"custom_id": "huge", "body": body("x" * 5000)})
+    lines = [json.dumps({"custom_id": "a", "body": body("1")}), huge, huge.replace("huge", "h2")]
+    source.write_text("\n".join([*lines, json.dumps({"custom_id": "b", "body": body("2")})]))
+    summary = run(source, tmp_path / "out.jsonl", chat=chat, progress=True)
+    assert (summary.succeeded, summary.invalid, len(server.requests)) == (2, 2, 2)
+    errors = {
+        (r.custom_id, r.error.code, r.error.line)
+        for r in read_results(tmp_path / "out.jsonl")
+        if r.error
+    }
+    assert errors == {("huge", "line_too_long", 2), ("h2", "line_too_long", 3)}
+    again = run(source, tmp_path / "out.jsonl", chat=chat, progress=False)
+    assert (again.skipped, again.invalid, again.succeeded) == (4, 0, 0)
+
+
+def test_resuming_into_the_output_of_another_input_runs_every_line_of_this_one(
+    tmp_path: Path, server: LocalServer, chat: AsyncChat
+) -> None:
+    first, second, out = tmp_path / "first.jsonl", tmp_path / "second.jsonl", tmp_path / "out"
+    first.write_text("x\n{not json\n")  # its lines 1 and 2 are reported by number
+    run(first, out, chat=chat, progress=False)
+    write_input(second, 3, prefix="s")
+    summary = run(second, out, chat=chat, progress=False)
+    # Lines 1 and 2 of this file were hidden by the other file's error lines before.
+    assert (summary.skipped, summary.succeeded, len(server.requests)) == (0, 3, 3)
+    ids = [r.custom_id for r in read_results(out)]
+    assert sorted(i for i in ids if i) == ["s1", "s2", "s3"]
+
+
 def test_a_request_that_fails_is_written_with_its_error_and_the_batch_goes_on(
     tmp_path: Path, server: LocalServer
 ) -> None:

@@ -51,10 +51,12 @@ __all__ = [
     "BatchError",
     "BatchResult",
     "InputLine",
+    "MAX_LINE_BYTES",
     "InvalidLine",
     "LineChecker",
     "PathLike",
     "error_line",
+    "bounded_lines",
     "invalid_line",
     "read_results",
     "request_line",
@@ -64,6 +66,13 @@ __all__ = [
 
 BATCH_URL = "/v1/chat/completions"
 _URLS = frozenset({BATCH_URL, "/chat/completions"})
+
+MAX_LINE_BYTES = 64 << 20
+"""The longest input line read (64 MiB: OpenAI takes up to 50 MB in one request, images
+included). A longer line is reported as `line_too_long` without ever being held whole."""
+
+_SHOWN = 100  # characters of a bad value quoted in an error message
+_LEADING_ID = re.compile(rb'\s*\{\s*"custom_id"\s*:\s*("(?:[^"\\]|\\.)*")\s*[,}]')
 
 PathLike = Union[str, "os.PathLike[str]"]
 RequestLike = Union[CreateChatCompletionRequest, Mapping[str, Any]]
@@ -177,12 +186,66 @@ class InvalidLine:
     message: str
 
 
+def bounded_lines(handle: IO[bytes]) -> Iterator[tuple[bytes, int]]:
+    """The lines of a binary file, each with its length in bytes. A line longer than
+    `MAX_LINE_BYTES` comes as its first `MAX_LINE_BYTES + 1` bytes (no line end: the rest
+    is read and dropped), so no more than that is ever held; `check_line` refuses it."""
+    limit = MAX_LINE_BYTES
+    while True:
+        raw = handle.readline(limit + 1)
+        if not raw:
+            return
+        length = len(raw)
+        if length > limit and not raw.endswith(b"\n"):
+            while True:
+                rest = handle.readline(1 << 20)
+                length += len(rest)
+                if not rest or rest.endswith(b"\n"):
+                    break
+        yield raw, length
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= _SHOWN else f"{text[:_SHOWN]}... ({len(text):,} characters)"
+
+
+def _is_text(value: str) -> bool:
+    """Whether a decoded string is text UTF-8 can write (no lone surrogate, which JSON's
+    `\\ud800` escapes can smuggle in)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _leading_custom_id(raw: bytes) -> str | None:
+    """The `custom_id` a line starts with (as `request_line` writes it), read without
+    parsing the rest."""
+    match = _LEADING_ID.match(raw)
+    if match is None:
+        return None
+    try:
+        value = json.loads(match.group(1))
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return value if isinstance(value, str) and value and _is_text(value) else None
+
+
 def check_line(raw: bytes, number: int) -> InputLine | InvalidLine:
     """Read one input line: an `InputLine`, or an `InvalidLine` saying what is wrong."""
 
     def invalid(code: str, why: str, custom_id: str | None = None) -> InvalidLine:
         return InvalidLine(number, custom_id, code, f"line {number}: {why}")
 
+    if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+        return invalid(
+            "line_too_long",
+            f"longer than {MAX_LINE_BYTES:,} bytes; not read (a request this big is refused "
+            "by servers)",
+            _leading_custom_id(raw),
+        )
     try:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
@@ -191,14 +254,17 @@ def check_line(raw: bytes, number: int) -> InputLine | InvalidLine:
         return invalid("invalid_json", f"not a JSON object but {type(data).__name__}")
     custom_id = data.get("custom_id")
     if not isinstance(custom_id, str) or not custom_id:
-        shown = "missing" if custom_id is None else f"{custom_id!r} is not a non-empty string"
+        shown = "missing" if custom_id is None else f"{_shown(custom_id)} is not a non-empty string"
         return invalid("missing_custom_id", f"custom_id is {shown}")
+    if not _is_text(custom_id):
+        why = f"custom_id {_shown(custom_id)} holds a lone surrogate, which is not text"
+        return invalid("missing_custom_id", why)
     method = data.get("method", "POST")
     if method != "POST":
-        return invalid("invalid_method", f"method must be POST, got {method!r}", custom_id)
+        return invalid("invalid_method", f"method must be POST, got {_shown(method)}", custom_id)
     url = data.get("url", BATCH_URL)
     if url not in _URLS:
-        return invalid("invalid_url", f"url must be {BATCH_URL!r}, got {url!r}", custom_id)
+        return invalid("invalid_url", f"url must be {BATCH_URL!r}, got {_shown(url)}", custom_id)
     body = data.get("body")
     if not isinstance(body, dict):
         return invalid("invalid_body", "body must be a JSON object", custom_id)
@@ -233,20 +299,22 @@ class LineChecker:
 
     def check(self, raw: bytes, number: int) -> InputLine | InvalidLine | None:
         """The line to run, the invalid line to report, or `None` when it is done already."""
-        if number in self.done_lines:
-            return None
         line = check_line(raw, number)
         custom_id = line.custom_id
         if custom_id is not None:
             if number in self.foreign_repeats or not self._seen.add(custom_id):
-                return InvalidLine(
+                line = InvalidLine(
                     number,
                     None,
                     "duplicate_custom_id",
-                    f"line {number}: custom_id {custom_id!r} repeats an earlier line",
+                    f"line {number}: custom_id {_shown(custom_id)} repeats an earlier line",
                 )
-            if self.done_ids and custom_id in self.done_ids:
+            elif self.done_ids and custom_id in self.done_ids:
                 return None
+        # A line number is done only for a line that still has no usable custom_id: an
+        # output from another input file must not hide this file's line of that number.
+        if line.custom_id is None and number in self.done_lines:
+            return None
         return line
 
 
@@ -349,7 +417,7 @@ class BatchError:
             `context_length_exceeded`...), else its error type, else `http_<status>`; `timeout`,
             `connection_error`, `invalid_response`, or for a bad input line
             `invalid_json`, `missing_custom_id`, `duplicate_custom_id`, `invalid_body`,
-            `invalid_method`, `invalid_url`.
+            `invalid_method`, `invalid_url`, `line_too_long`.
         message: What happened, in words (for a bad input line: `line N: ...`).
         line: The input line number, for a bad input line.
     """

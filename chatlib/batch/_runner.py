@@ -28,6 +28,7 @@ from chatlib.batch._format import (
     InvalidLine,
     LineChecker,
     PathLike,
+    bounded_lines,
     error_line,
     invalid_line,
     success_line,
@@ -109,15 +110,16 @@ def read_lines(
     path: str, start: int = 0, end: int | None = None, first_number: int = 1
 ) -> Iterator[tuple[int, bytes]]:
     """The lines of `path` from byte `start` to byte `end`, numbered from `first_number`;
-    blank lines are counted but not yielded."""
+    blank lines are counted but not yielded. A line too long to read comes cut short
+    (`bounded_lines`), to be refused by the checker."""
     with open(path, "rb") as handle:
         handle.seek(start)
         position = start
         number = first_number
-        for raw in handle:
+        for raw, length in bounded_lines(handle):
             if end is not None and position >= end:
                 return
-            position += len(raw)
+            position += length
             if raw.strip():
                 yield number, raw
             number += 1
