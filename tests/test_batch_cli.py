@@ -8,10 +8,11 @@ import json
 import subprocess
 from pathlib import Path
 
+import pytest
 from batch_support import PYTHON, guard_refusals, guarded_env
 
 from chatlib.batch import read_results
-from chatlib.batch.cli import add_parser, main
+from chatlib.batch.cli import add_parser, cli_main, main
 from chatlib.testing import ErrorReply, LocalServer
 
 
@@ -150,3 +151,26 @@ def test_importing_chatlib_and_chatlib_batch_loads_no_engine_nor_http_library() 
     result = subprocess.run([PYTHON, "-c", check], capture_output=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == b"[]"
+
+
+def test_ctrl_c_while_reading_the_files_exits_130_without_a_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Ctrl-C while the input is counted (or the output read to resume) came before the run's
+    # own signal handling: it used to end the command with a KeyboardInterrupt traceback.
+    (tmp_path / "in.jsonl").write_text("\n")
+
+    def interrupted(*args: object, **kwargs: object) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("chatlib.batch._runner.count_lines", interrupted)
+    code = cli_main(
+        [
+            "run",
+            str(tmp_path / "in.jsonl"),
+            str(tmp_path / "out.jsonl"),
+            "--base-url",
+            "http://127.0.0.1:9/v1",
+        ]
+    )
+    assert code == 130 and "run again to resume" in capsys.readouterr().err

@@ -239,6 +239,12 @@ def test_a_line_number_done_in_another_input_does_not_hide_this_inputs_line() ->
     assert LineChecker(done_lines={2}).check(b"junk\n", 2) is None  # the same bad line: done
 
 
+def test_the_scan_takes_no_boolean_for_a_line_number() -> None:
+    # `true == 1` in Python: it used to mark input line 1 as done.
+    with pytest.raises(OutputFileError, match="line 1 of the output file is not a result line"):
+        ResumeScan().feed(b'{"error": {"code": "x", "line": true}}\n')
+
+
 # ---------------------------------------------------------------- result lines
 
 

@@ -8,6 +8,7 @@ import fcntl
 import gc
 import itertools
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -303,6 +304,9 @@ def test_arguments_are_checked_before_anything_is_sent(
         ({"requests_per_minute": 0}, "requests_per_minute"),
         ({"tokens_per_minute": -1}, "tokens_per_minute"),
         ({"stop_timeout": -1}, "stop_timeout"),
+        ({"stop_timeout": float("nan")}, "stop_timeout"),  # was accepted
+        ({"concurrency": 2.5}, "concurrency"),
+        ({"requests_per_minute": float("nan")}, "requests_per_minute"),
     ):
         with pytest.raises(InvalidArgumentError, match=field):
             run(tmp_path / "in.jsonl", tmp_path / "out.jsonl", chat=chat, progress=False, **kwargs)
@@ -310,6 +314,11 @@ def test_arguments_are_checked_before_anything_is_sent(
         run(tmp_path / "missing.jsonl", tmp_path / "out.jsonl", chat=chat)
     with pytest.raises(InvalidArgumentError, match="output"):
         run(tmp_path / "in.jsonl", tmp_path / "in.jsonl", chat=chat)
+    with pytest.raises(InvalidArgumentError, match=r"output: .* is a directory"):
+        run(tmp_path / "in.jsonl", tmp_path, chat=chat)  # was a raw IsADirectoryError
+    os.mkfifo(tmp_path / "fifo")
+    with pytest.raises(InvalidArgumentError, match=r"input: .*fifo' is not a file"):
+        run(tmp_path / "fifo", tmp_path / "out.jsonl", chat=chat)  # refused, not a hang
     assert not server.requests and not (tmp_path / "out.jsonl").exists()
 
 

@@ -87,7 +87,7 @@ class ResumeScan:
             return
         error = data.get("error") if isinstance(data, dict) else None
         line = error.get("line") if isinstance(error, dict) else None
-        if isinstance(line, int):
+        if isinstance(line, int) and not isinstance(line, bool):
             self.done_lines.add(line)
             return
         raise OutputFileError(

@@ -300,7 +300,7 @@ class RunOptions:
                 "max_rate_limit_waits", f"must be an int >= 0, got {waits!r}"
             )
         timeout = self.stop_timeout
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0:
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout >= 0:
             raise InvalidArgumentError("stop_timeout", f"must be a number >= 0, got {timeout!r}")
         RateLimiter(self.requests_per_minute, self.tokens_per_minute)  # checks the limits
 
@@ -510,6 +510,8 @@ def _check_paths(input: PathLike, output: PathLike) -> tuple[str, str]:
         raise InvalidArgumentError("input", f"{source!r} is not a file")
     if os.path.exists(target) and os.path.samefile(source, target):
         raise InvalidArgumentError("output", "must not be the input file")
+    if os.path.isdir(target):
+        raise InvalidArgumentError("output", f"{target!r} is a directory, not a file")
     return source, target
 
 

@@ -167,6 +167,11 @@ def _run(args: argparse.Namespace) -> int:
         )
     except BatchInterrupted as stopped:
         return _EXIT_INTERRUPTED.get(stopped.signal, 130)
+    except KeyboardInterrupt:
+        # Ctrl-C before the run took over the signal (counting the input, reading the
+        # output to resume) or after it ended: nothing was being written.
+        print("chatlib batch run: stopped; run again to resume", file=sys.stderr)
+        return 130
     except (InvalidArgumentError, OutputFileError, OSError) as exc:
         print(f"chatlib batch run: {exc}", file=sys.stderr)
         return 2
