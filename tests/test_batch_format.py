@@ -239,6 +239,41 @@ def test_a_line_number_done_in_another_input_does_not_hide_this_inputs_line() ->
     assert LineChecker(done_lines={2}).check(b"junk\n", 2) is None  # the same bad line: done
 
 
+@pytest.mark.parametrize(
+    ("data", "words"),
+    [
+        (
+            b'{"custom_id": "a"}\ngarbage\n{"custom_id": "b"}\n',
+            "line 2 of the output file is not JSON",
+        ),
+        (b'{"custom_id": "a"}\n[1]\n', "line 2 of the output file is not a result line"),
+        (b'"x"\n', "line 1 of the output file is not a result line"),
+        (b"\xff\xfe\n", "line 1 of the output file is not JSON"),
+    ],
+)
+def test_reading_a_file_that_is_not_an_output_names_the_line(data: bytes, words: str) -> None:
+    # These raised JSONDecodeError, AttributeError or UnicodeDecodeError.
+    with pytest.raises(OutputFileError, match=words):
+        list(read_results(io.BytesIO(data)))
+
+
+@pytest.mark.parametrize(
+    ("requests", "field"),
+    [
+        ({"s\ud800": body("x")}, "custom_id"),
+        ({"a": body("x\udc00")}, "requests\\['a'\\]: holds '\\\\udc00', a lone surrogate"),
+        ([("a",)], "requests\\[0\\]: must be a \\(custom_id, request\\) pair"),
+    ],
+)
+def test_write_requests_refuses_what_it_cannot_write(
+    tmp_path: Path, requests: object, field: str
+) -> None:
+    # These raised UnicodeEncodeError and ValueError.
+    with pytest.raises(InvalidArgumentError, match=field):
+        write_requests(tmp_path / "in.jsonl", requests)  # type: ignore[arg-type]
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_the_scan_takes_no_boolean_for_a_line_number() -> None:
     # `true == 1` in Python: it used to mark input line 1 as done.
     with pytest.raises(OutputFileError, match="line 1 of the output file is not a result line"):

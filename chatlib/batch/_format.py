@@ -54,6 +54,7 @@ __all__ = [
     "MAX_LINE_BYTES",
     "InvalidLine",
     "LineChecker",
+    "OutputFileError",
     "PathLike",
     "error_line",
     "bounded_lines",
@@ -75,6 +76,13 @@ _SHOWN = 100  # characters of a bad value quoted in an error message
 _LEADING_ID = re.compile(rb'\s*\{\s*"custom_id"\s*:\s*("(?:[^"\\]|\\.)*")\s*[,}]')
 
 PathLike = Union[str, "os.PathLike[str]"]
+
+
+class OutputFileError(ChatLibError):
+    """The output file holds a line that is not a result line: it was not written by a
+    batch run (or was edited). Nothing is overwritten; fix or move the file."""
+
+
 RequestLike = Union[CreateChatCompletionRequest, Mapping[str, Any]]
 
 # ---------------------------------------------------------------- writing requests
@@ -104,7 +112,7 @@ def request_line(custom_id: str, request: RequestLike) -> dict[str, Any]:
     Raises:
         InvalidArgumentError: an empty `custom_id`, or a request chatlib would refuse.
     """
-    if not isinstance(custom_id, str) or not custom_id:
+    if not isinstance(custom_id, str) or not custom_id or not _is_text(custom_id):
         raise InvalidArgumentError("custom_id", f"must be a non-empty string, got {custom_id!r}")
     body = _as_request(request, "request").to_body()
     body.pop("stream", None)  # a batch is never streamed
@@ -119,6 +127,10 @@ def _pairs(
         return
     for number, item in enumerate(requests, 1):
         if isinstance(item, tuple):
+            if len(item) != 2:
+                raise InvalidArgumentError(
+                    f"requests[{number - 1}]", f"must be a (custom_id, request) pair, got {item!r}"
+                )
             custom_id, request = item
             yield custom_id, request
         else:
@@ -148,13 +160,20 @@ def write_requests(
     temporary = f"{target}.tmp-{os.getpid()}"
     count = 0
     try:
-        with open(temporary, "w", encoding="utf-8") as out:
+        with open(temporary, "wb") as out:
             for custom_id, request in _pairs(requests):
                 line = request_line(custom_id, request)
                 if not seen.add(custom_id):
                     raise InvalidArgumentError("custom_id", f"{custom_id!r} is repeated")
-                out.write(json.dumps(line, ensure_ascii=False, separators=(",", ":")))
-                out.write("\n")
+                try:
+                    data = _encode(line).encode("utf-8")
+                except UnicodeEncodeError as exc:
+                    bad = exc.object[exc.start : exc.end]
+                    raise InvalidArgumentError(
+                        f"requests[{custom_id!r}]",
+                        f"holds {bad!r}, a lone surrogate, which is not text",
+                    ) from None
+                out.write(data + b"\n")
                 count += 1
         os.replace(temporary, target)
     finally:
@@ -508,6 +527,10 @@ def read_results(source: PathLike | IO[bytes] | IO[str]) -> Iterator[BatchResult
 
     Args:
         source: A path, or a file object opened for reading.
+
+    Raises:
+        OutputFileError: a line before the last is not a JSON object (the file is not a
+            batch output, or was edited), naming the line.
     """
     if isinstance(source, (str, os.PathLike)):
         with open(source, "rb") as handle:
@@ -517,16 +540,25 @@ def read_results(source: PathLike | IO[bytes] | IO[str]) -> Iterator[BatchResult
 
 
 def _read_results(handle: IO[bytes] | IO[str]) -> Iterator[BatchResult]:
+    number = 0
     for raw in handle:
+        number += 1
         if not raw.strip():
             continue
         try:
             data = json.loads(raw)
-        except ValueError:
+        except (ValueError, UnicodeDecodeError, RecursionError):
             ended = raw.endswith(b"\n") if isinstance(raw, bytes) else raw.endswith("\n")
             if not ended:
                 return  # a torn last line
-            raise
+            raise OutputFileError(
+                f"line {number} of the output file is not JSON: it was not written by a batch run"
+            ) from None
+        if not isinstance(data, dict):
+            raise OutputFileError(
+                f"line {number} of the output file is not a result line (a JSON "
+                f"{type(data).__name__}, not an object)"
+            )
         yield BatchResult.from_line(data)
 
 

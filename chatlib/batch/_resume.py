@@ -13,16 +13,10 @@ import json
 
 import attrs
 
-from chatlib.batch._format import OWN_LINE_PREFIX
+from chatlib.batch._format import OWN_LINE_PREFIX, OutputFileError
 from chatlib.batch._idset import IdSet
-from chatlib.errors import ChatLibError
 
 __all__ = ["OutputFileError", "ResumeScan"]
-
-
-class OutputFileError(ChatLibError):
-    """The output file holds a line that is not a result line: it was not written by a
-    batch run (or was edited). Nothing is overwritten; fix or move the file."""
 
 
 @attrs.define
