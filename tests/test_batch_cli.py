@@ -64,6 +64,15 @@ def test_make_writes_one_request_per_line_of_text(tmp_path: Path) -> None:
     assert missing.returncode == 2 and b"nope.txt" in missing.stderr
 
 
+def test_make_drops_a_byte_order_mark_and_names_a_line_that_is_not_utf8(tmp_path: Path) -> None:
+    marked = batch(tmp_path, "make", "--model", "m", "-", stdin=b"\xef\xbb\xbfhello\r\nworld")
+    contents = [json.loads(x)["body"]["messages"][0]["content"] for x in marked.stdout.splitlines()]
+    assert marked.returncode == 0 and contents == ["hello", "world"]  # was "\ufeffhello"
+    broken = batch(tmp_path, "make", "--model", "m", "-", stdin=b"ok\n\xff\xfebad\n")
+    assert broken.returncode == 2 and b"line 2: not UTF-8" in broken.stderr
+    assert b"Traceback" not in broken.stderr  # was a UnicodeDecodeError traceback
+
+
 def test_run_runs_resumes_and_says_so_in_its_exit_code(tmp_path: Path) -> None:
     (tmp_path / "prompts.txt").write_text("".join(f"prompt {i}\n" for i in range(1, 31)))
     made = batch(tmp_path, "make", "--model", "m", str(tmp_path / "prompts.txt"))
