@@ -319,6 +319,9 @@ def test_arguments_are_checked_before_anything_is_sent(
     os.mkfifo(tmp_path / "fifo")
     with pytest.raises(InvalidArgumentError, match=r"input: .*fifo' is not a file"):
         run(tmp_path / "fifo", tmp_path / "out.jsonl", chat=chat)  # refused, not a hang
+    for device in (tmp_path / "fifo", Path("/dev/zero")):  # both hung reading "the output"
+        with pytest.raises(InvalidArgumentError, match=r"output: .* is not a regular file"):
+            run(tmp_path / "in.jsonl", device, chat=chat)
     assert not server.requests and not (tmp_path / "out.jsonl").exists()
 
 

@@ -512,6 +512,9 @@ def _check_paths(input: PathLike, output: PathLike) -> tuple[str, str]:
         raise InvalidArgumentError("output", "must not be the input file")
     if os.path.isdir(target):
         raise InvalidArgumentError("output", f"{target!r} is a directory, not a file")
+    if os.path.exists(target) and not os.path.isfile(target):
+        # A FIFO would block the resume scan forever, a device like /dev/full never ends.
+        raise InvalidArgumentError("output", f"{target!r} is not a regular file")
     return source, target
 
 
