@@ -274,6 +274,25 @@ def test_write_requests_refuses_what_it_cannot_write(
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("tail", [b"{", b'{"id', b'{"id":"batch_req_9","cus', b"  \r"])
+def test_the_scan_drops_a_torn_piece_of_a_result_line(tail: bytes) -> None:
+    scan = ResumeScan()
+    scan.feed(b'{"custom_id": "x"}\n' + tail)
+    assert scan.finish().torn == tail and scan.keep_bytes == 19
+
+
+@pytest.mark.parametrize(
+    "tail", [b"\x89PNG\r\x1a\x00\x00", b'{"custom_id": "y"}', b"my notes, no line end"]
+)
+def test_the_scan_refuses_a_last_line_that_is_not_a_result_line_cut_short(tail: bytes) -> None:
+    # It was dropped as a torn line, and the runner truncated the file: a file without any
+    # newline (not an output at all) was cut to nothing.
+    scan = ResumeScan()
+    scan.feed(tail)
+    with pytest.raises(OutputFileError, match="line 1 of the output file has no line end"):
+        scan.finish()
+
+
 def test_the_scan_takes_no_boolean_for_a_line_number() -> None:
     # `true == 1` in Python: it used to mark input line 1 as done.
     with pytest.raises(OutputFileError, match="line 1 of the output file is not a result line"):

@@ -293,6 +293,10 @@ def test_the_output_is_locked_against_a_second_run(tmp_path: Path, chat: AsyncCh
     with pytest.raises(OutputFileError, match="not JSON"):
         run(tmp_path / "in.jsonl", tmp_path / "junk.jsonl", chat=chat, progress=False)
     assert (tmp_path / "junk.jsonl").read_text() == "hello\n"
+    (tmp_path / "notes.txt").write_text("no line end")  # was truncated to nothing
+    with pytest.raises(OutputFileError, match="no line end"):
+        run(tmp_path / "in.jsonl", tmp_path / "notes.txt", chat=chat, progress=False)
+    assert (tmp_path / "notes.txt").read_text() == "no line end"
 
 
 def test_arguments_are_checked_before_anything_is_sent(
