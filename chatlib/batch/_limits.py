@@ -164,8 +164,15 @@ class RateLimiter:
         if self.requests_per_minute is not None:
             self._request_tat = start + 60.0 / self.requests_per_minute
         if self.tokens_per_minute is not None:
-            self._token_tat = start + tokens * 60.0 / self.tokens_per_minute
+            self._token_tat = start + self._capped(tokens) * 60.0 / self.tokens_per_minute
         return Ticket(start, self._epoch, tokens)
+
+    def _capped(self, tokens: int) -> float:
+        """`tokens`, at most one minute's budget: a request that claims more (a huge
+        `max_tokens`, a server's absurd `usage`) holds the run for a minute at most, not
+        for as long as its figure says (years, for `max_tokens: 10**12`)."""
+        limit = self.tokens_per_minute
+        return tokens if limit is None else max(min(tokens, limit), -limit)
 
     def still_valid(self, ticket: Ticket, now: float) -> bool:
         """Whether a request booked with `ticket` may go at `now`: `False` when a 429 pause
@@ -233,4 +240,5 @@ class RateLimiter:
         """A request used `actual` tokens where `estimated` were booked: move the token
         bucket by the difference."""
         if self.tokens_per_minute is not None and actual != estimated:
-            self._token_tat += (actual - estimated) * 60.0 / self.tokens_per_minute
+            moved = self._capped(actual) - self._capped(estimated)
+            self._token_tat += moved * 60.0 / self.tokens_per_minute
