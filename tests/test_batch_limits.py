@@ -133,6 +133,19 @@ def test_one_request_holds_the_token_bucket_a_minute_at_most() -> None:
     assert limiter.reserve(60.0, 0).start == pytest.approx(120.0)
 
 
+def test_a_servers_reset_figure_holds_the_run_ten_minutes_at_most() -> None:
+    # "reset in 99999999s" held every request for three years.
+    spent = {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "99999999s"}
+    limiter = RateLimiter()
+    limiter.answered(spent, 0.0)
+    assert limiter.reserve(0.0).start == pytest.approx(600.0)
+    tokens = {"x-ratelimit-remaining-tokens": "0", "x-ratelimit-reset-tokens": "9999h"}
+    limiter = RateLimiter()
+    limiter.answered(tokens, 0.0)
+    assert limiter.reserve(0.0, 5).start == pytest.approx(600.0)
+    assert RateLimiter().rate_limit_hit(spent, 0.0, 0.0, 0.5) == pytest.approx(600.0)
+
+
 def test_both_limits_at_once_take_the_later_start() -> None:
     limiter = RateLimiter(requests_per_minute=60, tokens_per_minute=60)
     assert limiter.reserve(0.0, 5).start == 0.0

@@ -32,6 +32,9 @@ __all__ = ["RateLimiter", "Ticket", "estimate_tokens"]
 # The pause after a 429 that names no wait: 1 s, 2 s, 4 s... up to a minute. A wait the
 # server names is honoured up to 10 minutes.
 _PAUSE_POLICY = RetryPolicy(initial_delay=1.0, max_delay=60.0, jitter=0.25, max_retry_after=600.0)
+# The same bound for an `x-ratelimit-reset-*` figure: a server saying "99999999s" would
+# otherwise hold the whole run for years.
+_MAX_RESET = 600.0
 
 # ---------------------------------------------------------------- token estimates
 
@@ -193,10 +196,10 @@ class RateLimiter:
         # The server counted up to this request; those still in flight come off its figure.
         if limits.remaining_requests is not None and limits.reset_requests is not None:
             self._request_budget = limits.remaining_requests - self.in_flight
-            self._request_reset_at = now + limits.reset_requests
+            self._request_reset_at = now + min(limits.reset_requests, _MAX_RESET)
         if limits.remaining_tokens is not None and limits.reset_tokens is not None:
             self._token_budget = limits.remaining_tokens
-            self._token_reset_at = now + limits.reset_tokens
+            self._token_reset_at = now + min(limits.reset_tokens, _MAX_RESET)
 
     def succeeded(self) -> None:
         """A request got its answer: the 429 back-off starts over."""
@@ -223,7 +226,7 @@ class RateLimiter:
                 )
                 if remaining == 0 and reset is not None
             ]
-            delay = max(resets) if resets else None
+            delay = min(max(resets), _MAX_RESET) if resets else None
         if delay is None:
             delay = _PAUSE_POLICY.delay(self._streak, {}, now=wall_clock, rand=rand)
         self._streak += 1
