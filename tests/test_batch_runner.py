@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from batch_support import TimedServer, assert_exactly_once, body, output_ids, write_input
 
-from chatlib import AsyncChat
+from chatlib import AsyncChat, SyncChat
 from chatlib.batch import OutputFileError, read_results, run, run_async
 from chatlib.errors import InvalidArgumentError
 from chatlib.testing import ErrorReply, LocalServer, RawReply, Reply
@@ -323,6 +323,9 @@ def test_arguments_are_checked_before_anything_is_sent(
     os.mkfifo(tmp_path / "fifo")
     with pytest.raises(InvalidArgumentError, match=r"input: .*fifo' is not a file"):
         run(tmp_path / "fifo", tmp_path / "out.jsonl", chat=chat)  # refused, not a hang
+    for wrong in ("http://x", SyncChat(base_url=server.base_url, api_key="k")):
+        with pytest.raises(InvalidArgumentError, match="chat: must be an AsyncChat"):
+            run(tmp_path / "in.jsonl", tmp_path / "out.jsonl", chat=wrong)  # type: ignore[arg-type]
     for device in (tmp_path / "fifo", Path("/dev/zero")):  # both hung reading "the output"
         with pytest.raises(InvalidArgumentError, match=r"output: .* is not a regular file"):
             run(tmp_path / "in.jsonl", device, chat=chat)

@@ -319,6 +319,11 @@ async def run_lines(
     (`"SIGINT"`, `"SIGTERM"`, `"cancelled"`, or `None` when it ran to the end)."""
     from chatlib._async import AsyncChat, run_flow
 
+    if chat is not None and not isinstance(chat, AsyncChat):
+        # A SyncChat got as far as its first answer, then died with a TypeError.
+        raise InvalidArgumentError(
+            "chat", f"must be an AsyncChat (or None), got {type(chat).__name__}"
+        )
     started = time.monotonic()
     own_chat = chat is None
     client = AsyncChat() if chat is None else chat
