@@ -82,7 +82,7 @@ def plan_partitions(path: str, partitions: int) -> list[Partition]:
     position = 0
     with open(path, "rb") as handle:
         for number, (raw, length) in enumerate(bounded_lines(handle), 1):
-            if raw.strip():
+            if not raw.isspace():
                 offsets.append(position)
                 numbers.append(number)
                 custom_id = _custom_id(raw)
