@@ -329,6 +329,23 @@ def test_a_success_line_keeps_the_servers_body_byte_for_byte() -> None:
     assert out.count(b"\n") == 1 and json.loads(out)["response"]["body"] == COMPLETION
 
 
+def test_a_multi_line_answer_with_a_lone_surrogate_escape_is_written() -> None:
+    # Re-encoding it to one line raised UnicodeEncodeError and ended the whole run.
+    raw = b'{"choices": [],\n "x": "\\ud800"}'
+    line = success_line("a", 200, {}, raw, None)
+    assert line.count(b"\n") == 1
+    assert json.loads(line)["response"]["body"] == {"choices": [], "x": "\ud800"}
+
+
+def test_an_error_with_a_lone_surrogate_escape_is_written() -> None:
+    # The same UnicodeEncodeError, from an error body's message.
+    raw = b'{"error": {"message": "bad \\ud800", "code": "c\\udc00"}}'
+    line = error_line("a", error_from_response(400, {}, raw))
+    data = json.loads(line)
+    assert data["error"]["code"] == "c\udc00" and "bad ?" in data["error"]["message"]
+    assert data["response"]["body"]["error"]["message"] == "bad \ud800"
+
+
 def test_error_lines_carry_the_status_and_body_when_the_server_answered() -> None:
     raw = b'{"error": {"message": "slow down", "type": "requests", "code": "rate_limit_exceeded"}}'
     error = error_from_response(429, {"x-request-id": "req_9"}, raw)

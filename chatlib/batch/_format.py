@@ -342,6 +342,15 @@ class LineChecker:
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
+def _json_bytes(value: Any) -> bytes:
+    """`value` as one line of UTF-8 JSON; a lone surrogate (from a server's `\ud800`
+    escape) stays an escape instead of failing the encoding."""
+    try:
+        return _encode(value).encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(value, separators=(",", ":")).encode("ascii")
+
+
 _RUN_PREFIX = "batch_req_" + secrets.token_hex(8)
 _line_numbers = itertools.count()
 
@@ -362,7 +371,7 @@ def success_line(
             body = json.loads(raw_body)
         elif hasattr(body, "to_dict"):
             body = body.to_dict()
-        raw_body = _encode(body).encode("utf-8")
+        raw_body = _json_bytes(body)
     head = (
         f'{{"id":"{_line_id()}","custom_id":{_encode(custom_id)},'
         f'"response":{{"status_code":{status},"request_id":{_encode(request_id_of(headers))},'
@@ -414,14 +423,14 @@ def error_line(custom_id: str, error: ChatLibError) -> bytes:
         "response": response,
         "error": {"code": code, "message": message},
     }
-    return _encode(line).encode("utf-8") + b"\n"
+    return _json_bytes(line) + b"\n"
 
 
 def invalid_line(line: InvalidLine) -> bytes:
     """The output line reporting an input line that cannot be run."""
     error: dict[str, Any] = {"code": line.code, "message": line.message, "line": line.number}
     data = {"id": _line_id(), "custom_id": line.custom_id, "response": None, "error": error}
-    return _encode(data).encode("utf-8") + b"\n"
+    return _json_bytes(data) + b"\n"
 
 
 # ---------------------------------------------------------------- reading results
