@@ -8,10 +8,11 @@ import json
 import subprocess
 from pathlib import Path
 
+import pytest
 from batch_support import PYTHON, guard_refusals, guarded_env
 
 from chatlib.batch import read_results
-from chatlib.batch.cli import add_parser, main
+from chatlib.batch.cli import add_parser, cli_main, main
 from chatlib.testing import ErrorReply, LocalServer
 
 
@@ -61,6 +62,15 @@ def test_make_writes_one_request_per_line_of_text(tmp_path: Path) -> None:
     assert len(piped.stdout.splitlines()) == 2
     missing = batch(tmp_path, "make", "--model", "m", str(tmp_path / "nope.txt"))
     assert missing.returncode == 2 and b"nope.txt" in missing.stderr
+
+
+def test_make_drops_a_byte_order_mark_and_names_a_line_that_is_not_utf8(tmp_path: Path) -> None:
+    marked = batch(tmp_path, "make", "--model", "m", "-", stdin=b"\xef\xbb\xbfhello\r\nworld")
+    contents = [json.loads(x)["body"]["messages"][0]["content"] for x in marked.stdout.splitlines()]
+    assert marked.returncode == 0 and contents == ["hello", "world"]  # was "\ufeffhello"
+    broken = batch(tmp_path, "make", "--model", "m", "-", stdin=b"ok\n\xff\xfebad\n")
+    assert broken.returncode == 2 and b"line 2: not UTF-8" in broken.stderr
+    assert b"Traceback" not in broken.stderr  # was a UnicodeDecodeError traceback
 
 
 def test_run_runs_resumes_and_says_so_in_its_exit_code(tmp_path: Path) -> None:
@@ -150,3 +160,26 @@ def test_importing_chatlib_and_chatlib_batch_loads_no_engine_nor_http_library() 
     result = subprocess.run([PYTHON, "-c", check], capture_output=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == b"[]"
+
+
+def test_ctrl_c_while_reading_the_files_exits_130_without_a_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Ctrl-C while the input is counted (or the output read to resume) came before the run's
+    # own signal handling: it used to end the command with a KeyboardInterrupt traceback.
+    (tmp_path / "in.jsonl").write_text("\n")
+
+    def interrupted(*args: object, **kwargs: object) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("chatlib.batch._runner.count_lines", interrupted)
+    code = cli_main(
+        [
+            "run",
+            str(tmp_path / "in.jsonl"),
+            str(tmp_path / "out.jsonl"),
+            "--base-url",
+            "http://127.0.0.1:9/v1",
+        ]
+    )
+    assert code == 130 and "run again to resume" in capsys.readouterr().err

@@ -20,6 +20,7 @@ from chatlib.batch._format import (
     InputLine,
     InvalidLine,
     LineChecker,
+    bounded_lines,
     check_line,
     error_line,
     invalid_line,
@@ -185,6 +186,119 @@ def test_the_checker_refuses_repeats_and_skips_what_is_done() -> None:
     assert isinstance(foreign, InvalidLine) and foreign.code == "duplicate_custom_id"
 
 
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"custom_id": "s\\ud800", "body": {"model": "m", "messages": []}}\n',  # an escape
+        b'{"custom_id": "s\xed\xa0\x80", "body": {"model": "m", "messages": []}}\n',  # bytes
+    ],
+)
+def test_a_custom_id_with_a_lone_surrogate_is_refused_not_a_crash(raw: bytes) -> None:
+    # It used to pass, then the runner died with UnicodeEncodeError writing its result line.
+    result = check_line(raw, 4)
+    assert isinstance(result, InvalidLine) and result.custom_id is None
+    assert result.code == "missing_custom_id" and "lone surrogate" in result.message
+    invalid_line(result).decode("utf-8")  # its output line can be written
+
+
+def test_a_huge_bad_value_is_quoted_short() -> None:
+    result = check_line(line(custom_id=["x" * 10] * 100_000, body=body("x")), 2)
+    assert isinstance(result, InvalidLine) and len(result.message) < 300
+    result = check_line(line(custom_id="a", url="/" + "u" * 100_000, body=body("x")), 3)
+    assert isinstance(result, InvalidLine) and len(result.message) < 300
+
+
+def test_a_line_too_long_is_read_in_bounded_memory_and_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("chatlib.batch._format.MAX_LINE_BYTES", 100)
+    fits = line(custom_id="ok", body=body("x" * 10))
+    exact = b"y" * 100 + b"\n"  # 100 bytes and its line end: not too long
+    long_id = b'{"custom_id": "big", "body": {"x": "' + b"z" * 1000 + b'"}}\r\n'
+    no_id = b"[" + b"1," * 1000 + b"1]\n"
+    last = b"w" * 300  # too long, and no newline at the end of the file
+    handle = io.BytesIO(fits + exact + long_id + no_id + last)
+    lines = list(bounded_lines(handle))
+    assert [length for _, length in lines] == [len(fits), 101, len(long_id), len(no_id), 300]
+    assert all(len(raw) <= 101 for raw, _ in lines)  # never more than the limit held
+    results = [check_line(raw, number) for number, (raw, _) in enumerate(lines, 1)]
+    assert isinstance(results[0], InputLine)
+    assert isinstance(results[1], InvalidLine) and results[1].code == "invalid_json"
+    for result, custom_id in zip(results[2:], ["big", None, None], strict=True):
+        assert isinstance(result, InvalidLine) and result.code == "line_too_long"
+        assert result.custom_id == custom_id
+        assert result.message.startswith(f"line {result.number}: longer than 100 bytes")
+
+
+def test_a_line_number_done_in_another_input_does_not_hide_this_inputs_line() -> None:
+    # The output holds "line 2: invalid" from another input file; this file's line 2 is good.
+    checker = LineChecker(done_lines={2})
+    assert isinstance(checker.check(line(custom_id="a", body=body("1")), 1), InputLine)
+    again = checker.check(line(custom_id="b", body=body("2")), 2)
+    assert isinstance(again, InputLine) and again.custom_id == "b"
+    assert LineChecker(done_lines={2}).check(b"junk\n", 2) is None  # the same bad line: done
+
+
+@pytest.mark.parametrize(
+    ("data", "words"),
+    [
+        (
+            b'{"custom_id": "a"}\ngarbage\n{"custom_id": "b"}\n',
+            "line 2 of the output file is not JSON",
+        ),
+        (b'{"custom_id": "a"}\n[1]\n', "line 2 of the output file is not a result line"),
+        (b'"x"\n', "line 1 of the output file is not a result line"),
+        (b"\xff\xfe\n", "line 1 of the output file is not JSON"),
+    ],
+)
+def test_reading_a_file_that_is_not_an_output_names_the_line(data: bytes, words: str) -> None:
+    # These raised JSONDecodeError, AttributeError or UnicodeDecodeError.
+    with pytest.raises(OutputFileError, match=words):
+        list(read_results(io.BytesIO(data)))
+
+
+@pytest.mark.parametrize(
+    ("requests", "field"),
+    [
+        ({"s\ud800": body("x")}, "custom_id"),
+        ({"a": body("x\udc00")}, "requests\\['a'\\]: holds '\\\\udc00', a lone surrogate"),
+        ([("a",)], "requests\\[0\\]: must be a \\(custom_id, request\\) pair"),
+    ],
+)
+def test_write_requests_refuses_what_it_cannot_write(
+    tmp_path: Path, requests: object, field: str
+) -> None:
+    # These raised UnicodeEncodeError and ValueError.
+    with pytest.raises(InvalidArgumentError, match=field):
+        write_requests(tmp_path / "in.jsonl", requests)  # type: ignore[arg-type]
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("tail", [b"{", b'{"id', b'{"id":"batch_req_9","cus', b"  \r"])
+def test_the_scan_drops_a_torn_piece_of_a_result_line(tail: bytes) -> None:
+    scan = ResumeScan()
+    scan.feed(b'{"custom_id": "x"}\n' + tail)
+    assert scan.finish().torn == tail and scan.keep_bytes == 19
+
+
+@pytest.mark.parametrize(
+    "tail", [b"\x89PNG\r\x1a\x00\x00", b'{"custom_id": "y"}', b"my notes, no line end"]
+)
+def test_the_scan_refuses_a_last_line_that_is_not_a_result_line_cut_short(tail: bytes) -> None:
+    # It was dropped as a torn line, and the runner truncated the file: a file without any
+    # newline (not an output at all) was cut to nothing.
+    scan = ResumeScan()
+    scan.feed(tail)
+    with pytest.raises(OutputFileError, match="line 1 of the output file has no line end"):
+        scan.finish()
+
+
+def test_the_scan_takes_no_boolean_for_a_line_number() -> None:
+    # `true == 1` in Python: it used to mark input line 1 as done.
+    with pytest.raises(OutputFileError, match="line 1 of the output file is not a result line"):
+        ResumeScan().feed(b'{"error": {"code": "x", "line": true}}\n')
+
+
 # ---------------------------------------------------------------- result lines
 
 
@@ -213,6 +327,23 @@ def test_a_success_line_keeps_the_servers_body_byte_for_byte() -> None:
 
     out = success_line("q2", 200, {}, pretty, CreateChatCompletionResponse.from_dict(COMPLETION))
     assert out.count(b"\n") == 1 and json.loads(out)["response"]["body"] == COMPLETION
+
+
+def test_a_multi_line_answer_with_a_lone_surrogate_escape_is_written() -> None:
+    # Re-encoding it to one line raised UnicodeEncodeError and ended the whole run.
+    raw = b'{"choices": [],\n "x": "\\ud800"}'
+    line = success_line("a", 200, {}, raw, None)
+    assert line.count(b"\n") == 1
+    assert json.loads(line)["response"]["body"] == {"choices": [], "x": "\ud800"}
+
+
+def test_an_error_with_a_lone_surrogate_escape_is_written() -> None:
+    # The same UnicodeEncodeError, from an error body's message.
+    raw = b'{"error": {"message": "bad \\ud800", "code": "c\\udc00"}}'
+    line = error_line("a", error_from_response(400, {}, raw))
+    data = json.loads(line)
+    assert data["error"]["code"] == "c\udc00" and "bad ?" in data["error"]["message"]
+    assert data["response"]["body"]["error"]["message"] == "bad \ud800"
 
 
 def test_error_lines_carry_the_status_and_body_when_the_server_answered() -> None:

@@ -117,6 +117,35 @@ def test_tokens_per_minute_delay_the_next_request_and_usage_corrects_them() -> N
     limiter.settle(estimated=0, actual=0)
 
 
+def test_one_request_holds_the_token_bucket_a_minute_at_most() -> None:
+    # One line with `max_tokens: 10**12` held every later request for 60 million seconds;
+    # a server's absurd `usage` did the same.
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 10**12}
+    limiter = RateLimiter(tokens_per_minute=1_000_000)
+    assert limiter.reserve(0.0, estimate_tokens(body)).start == 0.0
+    assert limiter.reserve(0.0, 10).start == pytest.approx(60.0)
+    limiter = RateLimiter(tokens_per_minute=6000)
+    limiter.reserve(0.0, 100)
+    limiter.settle(estimated=100, actual=10**15)
+    assert limiter.reserve(0.0, 0).start == pytest.approx(60.0)
+    limiter.settle(estimated=10**12, actual=10)  # nor does it hand out years of credit
+    assert limiter.reserve(60.0, 6000).start == pytest.approx(60.0)
+    assert limiter.reserve(60.0, 0).start == pytest.approx(120.0)
+
+
+def test_a_servers_reset_figure_holds_the_run_ten_minutes_at_most() -> None:
+    # "reset in 99999999s" held every request for three years.
+    spent = {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "99999999s"}
+    limiter = RateLimiter()
+    limiter.answered(spent, 0.0)
+    assert limiter.reserve(0.0).start == pytest.approx(600.0)
+    tokens = {"x-ratelimit-remaining-tokens": "0", "x-ratelimit-reset-tokens": "9999h"}
+    limiter = RateLimiter()
+    limiter.answered(tokens, 0.0)
+    assert limiter.reserve(0.0, 5).start == pytest.approx(600.0)
+    assert RateLimiter().rate_limit_hit(spent, 0.0, 0.0, 0.5) == pytest.approx(600.0)
+
+
 def test_both_limits_at_once_take_the_later_start() -> None:
     limiter = RateLimiter(requests_per_minute=60, tokens_per_minute=60)
     assert limiter.reserve(0.0, 5).start == 0.0

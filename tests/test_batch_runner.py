@@ -8,6 +8,7 @@ import fcntl
 import gc
 import itertools
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any
 import pytest
 from batch_support import TimedServer, assert_exactly_once, body, output_ids, write_input
 
-from chatlib import AsyncChat
+from chatlib import AsyncChat, SyncChat
 from chatlib.batch import OutputFileError, read_results, run, run_async
 from chatlib.errors import InvalidArgumentError
 from chatlib.testing import ErrorReply, LocalServer, RawReply, Reply
@@ -110,6 +111,40 @@ def test_bad_lines_are_reported_in_the_output_never_skipped(
     assert len(server.requests) == 2
     again = run(source, tmp_path / "out.jsonl", chat=chat, progress=False)
     assert (again.skipped, again.invalid, again.succeeded) == (8, 0, 0)  # reported once
+
+
+def test_a_line_too_long_is_refused_by_number_and_the_run_goes_on(
+    tmp_path: Path, server: LocalServer, chat: AsyncChat, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("chatlib.batch._format.MAX_LINE_BYTES", 1000)
+    source = tmp_path / "in.jsonl"
+    huge = json.dumps({"custom_id": "huge", "body": body("x" * 5000)})
+    lines = [json.dumps({"custom_id": "a", "body": body("1")}), huge, huge.replace("huge", "h2")]
+    source.write_text("\n".join([*lines, json.dumps({"custom_id": "b", "body": body("2")})]))
+    summary = run(source, tmp_path / "out.jsonl", chat=chat, progress=True)
+    assert (summary.succeeded, summary.invalid, len(server.requests)) == (2, 2, 2)
+    errors = {
+        (r.custom_id, r.error.code, r.error.line)
+        for r in read_results(tmp_path / "out.jsonl")
+        if r.error
+    }
+    assert errors == {("huge", "line_too_long", 2), ("h2", "line_too_long", 3)}
+    again = run(source, tmp_path / "out.jsonl", chat=chat, progress=False)
+    assert (again.skipped, again.invalid, again.succeeded) == (4, 0, 0)
+
+
+def test_resuming_into_the_output_of_another_input_runs_every_line_of_this_one(
+    tmp_path: Path, server: LocalServer, chat: AsyncChat
+) -> None:
+    first, second, out = tmp_path / "first.jsonl", tmp_path / "second.jsonl", tmp_path / "out"
+    first.write_text("x\n{not json\n")  # its lines 1 and 2 are reported by number
+    run(first, out, chat=chat, progress=False)
+    write_input(second, 3, prefix="s")
+    summary = run(second, out, chat=chat, progress=False)
+    # Lines 1 and 2 of this file were hidden by the other file's error lines before.
+    assert (summary.skipped, summary.succeeded, len(server.requests)) == (0, 3, 3)
+    ids = [r.custom_id for r in read_results(out)]
+    assert sorted(i for i in ids if i) == ["s1", "s2", "s3"]
 
 
 def test_a_request_that_fails_is_written_with_its_error_and_the_batch_goes_on(
@@ -258,6 +293,10 @@ def test_the_output_is_locked_against_a_second_run(tmp_path: Path, chat: AsyncCh
     with pytest.raises(OutputFileError, match="not JSON"):
         run(tmp_path / "in.jsonl", tmp_path / "junk.jsonl", chat=chat, progress=False)
     assert (tmp_path / "junk.jsonl").read_text() == "hello\n"
+    (tmp_path / "notes.txt").write_text("no line end")  # was truncated to nothing
+    with pytest.raises(OutputFileError, match="no line end"):
+        run(tmp_path / "in.jsonl", tmp_path / "notes.txt", chat=chat, progress=False)
+    assert (tmp_path / "notes.txt").read_text() == "no line end"
 
 
 def test_arguments_are_checked_before_anything_is_sent(
@@ -269,6 +308,9 @@ def test_arguments_are_checked_before_anything_is_sent(
         ({"requests_per_minute": 0}, "requests_per_minute"),
         ({"tokens_per_minute": -1}, "tokens_per_minute"),
         ({"stop_timeout": -1}, "stop_timeout"),
+        ({"stop_timeout": float("nan")}, "stop_timeout"),  # was accepted
+        ({"concurrency": 2.5}, "concurrency"),
+        ({"requests_per_minute": float("nan")}, "requests_per_minute"),
     ):
         with pytest.raises(InvalidArgumentError, match=field):
             run(tmp_path / "in.jsonl", tmp_path / "out.jsonl", chat=chat, progress=False, **kwargs)
@@ -276,6 +318,17 @@ def test_arguments_are_checked_before_anything_is_sent(
         run(tmp_path / "missing.jsonl", tmp_path / "out.jsonl", chat=chat)
     with pytest.raises(InvalidArgumentError, match="output"):
         run(tmp_path / "in.jsonl", tmp_path / "in.jsonl", chat=chat)
+    with pytest.raises(InvalidArgumentError, match=r"output: .* is a directory"):
+        run(tmp_path / "in.jsonl", tmp_path, chat=chat)  # was a raw IsADirectoryError
+    os.mkfifo(tmp_path / "fifo")
+    with pytest.raises(InvalidArgumentError, match=r"input: .*fifo' is not a file"):
+        run(tmp_path / "fifo", tmp_path / "out.jsonl", chat=chat)  # refused, not a hang
+    for wrong in ("http://x", SyncChat(base_url=server.base_url, api_key="k")):
+        with pytest.raises(InvalidArgumentError, match="chat: must be an AsyncChat"):
+            run(tmp_path / "in.jsonl", tmp_path / "out.jsonl", chat=wrong)  # type: ignore[arg-type]
+    for device in (tmp_path / "fifo", Path("/dev/zero")):  # both hung reading "the output"
+        with pytest.raises(InvalidArgumentError, match=r"output: .* is not a regular file"):
+            run(tmp_path / "in.jsonl", device, chat=chat)
     assert not server.requests and not (tmp_path / "out.jsonl").exists()
 
 

@@ -51,10 +51,13 @@ __all__ = [
     "BatchError",
     "BatchResult",
     "InputLine",
+    "MAX_LINE_BYTES",
     "InvalidLine",
     "LineChecker",
+    "OutputFileError",
     "PathLike",
     "error_line",
+    "bounded_lines",
     "invalid_line",
     "read_results",
     "request_line",
@@ -65,7 +68,21 @@ __all__ = [
 BATCH_URL = "/v1/chat/completions"
 _URLS = frozenset({BATCH_URL, "/chat/completions"})
 
+MAX_LINE_BYTES = 64 << 20
+"""The longest input line read (64 MiB: OpenAI takes up to 50 MB in one request, images
+included). A longer line is reported as `line_too_long` without ever being held whole."""
+
+_SHOWN = 100  # characters of a bad value quoted in an error message
+_LEADING_ID = re.compile(rb'\s*\{\s*"custom_id"\s*:\s*("(?:[^"\\]|\\.)*")\s*[,}]')
+
 PathLike = Union[str, "os.PathLike[str]"]
+
+
+class OutputFileError(ChatLibError):
+    """The output file holds a line that is not a result line: it was not written by a
+    batch run (or was edited). Nothing is overwritten; fix or move the file."""
+
+
 RequestLike = Union[CreateChatCompletionRequest, Mapping[str, Any]]
 
 # ---------------------------------------------------------------- writing requests
@@ -95,7 +112,7 @@ def request_line(custom_id: str, request: RequestLike) -> dict[str, Any]:
     Raises:
         InvalidArgumentError: an empty `custom_id`, or a request chatlib would refuse.
     """
-    if not isinstance(custom_id, str) or not custom_id:
+    if not isinstance(custom_id, str) or not custom_id or not _is_text(custom_id):
         raise InvalidArgumentError("custom_id", f"must be a non-empty string, got {custom_id!r}")
     body = _as_request(request, "request").to_body()
     body.pop("stream", None)  # a batch is never streamed
@@ -110,6 +127,10 @@ def _pairs(
         return
     for number, item in enumerate(requests, 1):
         if isinstance(item, tuple):
+            if len(item) != 2:
+                raise InvalidArgumentError(
+                    f"requests[{number - 1}]", f"must be a (custom_id, request) pair, got {item!r}"
+                )
             custom_id, request = item
             yield custom_id, request
         else:
@@ -139,13 +160,20 @@ def write_requests(
     temporary = f"{target}.tmp-{os.getpid()}"
     count = 0
     try:
-        with open(temporary, "w", encoding="utf-8") as out:
+        with open(temporary, "wb") as out:
             for custom_id, request in _pairs(requests):
                 line = request_line(custom_id, request)
                 if not seen.add(custom_id):
                     raise InvalidArgumentError("custom_id", f"{custom_id!r} is repeated")
-                out.write(json.dumps(line, ensure_ascii=False, separators=(",", ":")))
-                out.write("\n")
+                try:
+                    data = _encode(line).encode("utf-8")
+                except UnicodeEncodeError as exc:
+                    bad = exc.object[exc.start : exc.end]
+                    raise InvalidArgumentError(
+                        f"requests[{custom_id!r}]",
+                        f"holds {bad!r}, a lone surrogate, which is not text",
+                    ) from None
+                out.write(data + b"\n")
                 count += 1
         os.replace(temporary, target)
     finally:
@@ -177,12 +205,66 @@ class InvalidLine:
     message: str
 
 
+def bounded_lines(handle: IO[bytes]) -> Iterator[tuple[bytes, int]]:
+    """The lines of a binary file, each with its length in bytes. A line longer than
+    `MAX_LINE_BYTES` comes as its first `MAX_LINE_BYTES + 1` bytes (no line end: the rest
+    is read and dropped), so no more than that is ever held; `check_line` refuses it."""
+    limit = MAX_LINE_BYTES
+    while True:
+        raw = handle.readline(limit + 1)
+        if not raw:
+            return
+        length = len(raw)
+        if length > limit and not raw.endswith(b"\n"):
+            while True:
+                rest = handle.readline(1 << 20)
+                length += len(rest)
+                if not rest or rest.endswith(b"\n"):
+                    break
+        yield raw, length
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= _SHOWN else f"{text[:_SHOWN]}... ({len(text):,} characters)"
+
+
+def _is_text(value: str) -> bool:
+    """Whether a decoded string is text UTF-8 can write (no lone surrogate, which JSON's
+    `\\ud800` escapes can smuggle in)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _leading_custom_id(raw: bytes) -> str | None:
+    """The `custom_id` a line starts with (as `request_line` writes it), read without
+    parsing the rest."""
+    match = _LEADING_ID.match(raw)
+    if match is None:
+        return None
+    try:
+        value = json.loads(match.group(1))
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return value if isinstance(value, str) and value and _is_text(value) else None
+
+
 def check_line(raw: bytes, number: int) -> InputLine | InvalidLine:
     """Read one input line: an `InputLine`, or an `InvalidLine` saying what is wrong."""
 
     def invalid(code: str, why: str, custom_id: str | None = None) -> InvalidLine:
         return InvalidLine(number, custom_id, code, f"line {number}: {why}")
 
+    if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+        return invalid(
+            "line_too_long",
+            f"longer than {MAX_LINE_BYTES:,} bytes; not read (a request this big is refused "
+            "by servers)",
+            _leading_custom_id(raw),
+        )
     try:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
@@ -191,14 +273,17 @@ def check_line(raw: bytes, number: int) -> InputLine | InvalidLine:
         return invalid("invalid_json", f"not a JSON object but {type(data).__name__}")
     custom_id = data.get("custom_id")
     if not isinstance(custom_id, str) or not custom_id:
-        shown = "missing" if custom_id is None else f"{custom_id!r} is not a non-empty string"
+        shown = "missing" if custom_id is None else f"{_shown(custom_id)} is not a non-empty string"
         return invalid("missing_custom_id", f"custom_id is {shown}")
+    if not _is_text(custom_id):
+        why = f"custom_id {_shown(custom_id)} holds a lone surrogate, which is not text"
+        return invalid("missing_custom_id", why)
     method = data.get("method", "POST")
     if method != "POST":
-        return invalid("invalid_method", f"method must be POST, got {method!r}", custom_id)
+        return invalid("invalid_method", f"method must be POST, got {_shown(method)}", custom_id)
     url = data.get("url", BATCH_URL)
     if url not in _URLS:
-        return invalid("invalid_url", f"url must be {BATCH_URL!r}, got {url!r}", custom_id)
+        return invalid("invalid_url", f"url must be {BATCH_URL!r}, got {_shown(url)}", custom_id)
     body = data.get("body")
     if not isinstance(body, dict):
         return invalid("invalid_body", "body must be a JSON object", custom_id)
@@ -233,26 +318,37 @@ class LineChecker:
 
     def check(self, raw: bytes, number: int) -> InputLine | InvalidLine | None:
         """The line to run, the invalid line to report, or `None` when it is done already."""
-        if number in self.done_lines:
-            return None
         line = check_line(raw, number)
         custom_id = line.custom_id
         if custom_id is not None:
             if number in self.foreign_repeats or not self._seen.add(custom_id):
-                return InvalidLine(
+                line = InvalidLine(
                     number,
                     None,
                     "duplicate_custom_id",
-                    f"line {number}: custom_id {custom_id!r} repeats an earlier line",
+                    f"line {number}: custom_id {_shown(custom_id)} repeats an earlier line",
                 )
-            if self.done_ids and custom_id in self.done_ids:
+            elif self.done_ids and custom_id in self.done_ids:
                 return None
+        # A line number is done only for a line that still has no usable custom_id: an
+        # output from another input file must not hide this file's line of that number.
+        if line.custom_id is None and number in self.done_lines:
+            return None
         return line
 
 
 # ---------------------------------------------------------------- result lines
 
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def _json_bytes(value: Any) -> bytes:
+    """`value` as one line of UTF-8 JSON; a lone surrogate (from a server's `\ud800`
+    escape) stays an escape instead of failing the encoding."""
+    try:
+        return _encode(value).encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(value, separators=(",", ":")).encode("ascii")
 
 
 _RUN_PREFIX = "batch_req_" + secrets.token_hex(8)
@@ -275,7 +371,7 @@ def success_line(
             body = json.loads(raw_body)
         elif hasattr(body, "to_dict"):
             body = body.to_dict()
-        raw_body = _encode(body).encode("utf-8")
+        raw_body = _json_bytes(body)
     head = (
         f'{{"id":"{_line_id()}","custom_id":{_encode(custom_id)},'
         f'"response":{{"status_code":{status},"request_id":{_encode(request_id_of(headers))},'
@@ -327,14 +423,14 @@ def error_line(custom_id: str, error: ChatLibError) -> bytes:
         "response": response,
         "error": {"code": code, "message": message},
     }
-    return _encode(line).encode("utf-8") + b"\n"
+    return _json_bytes(line) + b"\n"
 
 
 def invalid_line(line: InvalidLine) -> bytes:
     """The output line reporting an input line that cannot be run."""
     error: dict[str, Any] = {"code": line.code, "message": line.message, "line": line.number}
     data = {"id": _line_id(), "custom_id": line.custom_id, "response": None, "error": error}
-    return _encode(data).encode("utf-8") + b"\n"
+    return _json_bytes(data) + b"\n"
 
 
 # ---------------------------------------------------------------- reading results
@@ -349,7 +445,7 @@ class BatchError:
             `context_length_exceeded`...), else its error type, else `http_<status>`; `timeout`,
             `connection_error`, `invalid_response`, or for a bad input line
             `invalid_json`, `missing_custom_id`, `duplicate_custom_id`, `invalid_body`,
-            `invalid_method`, `invalid_url`.
+            `invalid_method`, `invalid_url`, `line_too_long`.
         message: What happened, in words (for a bad input line: `line N: ...`).
         line: The input line number, for a bad input line.
     """
@@ -440,6 +536,10 @@ def read_results(source: PathLike | IO[bytes] | IO[str]) -> Iterator[BatchResult
 
     Args:
         source: A path, or a file object opened for reading.
+
+    Raises:
+        OutputFileError: a line before the last is not a JSON object (the file is not a
+            batch output, or was edited), naming the line.
     """
     if isinstance(source, (str, os.PathLike)):
         with open(source, "rb") as handle:
@@ -449,16 +549,25 @@ def read_results(source: PathLike | IO[bytes] | IO[str]) -> Iterator[BatchResult
 
 
 def _read_results(handle: IO[bytes] | IO[str]) -> Iterator[BatchResult]:
+    number = 0
     for raw in handle:
+        number += 1
         if not raw.strip():
             continue
         try:
             data = json.loads(raw)
-        except ValueError:
+        except (ValueError, UnicodeDecodeError, RecursionError):
             ended = raw.endswith(b"\n") if isinstance(raw, bytes) else raw.endswith("\n")
             if not ended:
                 return  # a torn last line
-            raise
+            raise OutputFileError(
+                f"line {number} of the output file is not JSON: it was not written by a batch run"
+            ) from None
+        if not isinstance(data, dict):
+            raise OutputFileError(
+                f"line {number} of the output file is not a result line (a JSON "
+                f"{type(data).__name__}, not an object)"
+            )
         yield BatchResult.from_line(data)
 
 

@@ -32,6 +32,9 @@ __all__ = ["RateLimiter", "Ticket", "estimate_tokens"]
 # The pause after a 429 that names no wait: 1 s, 2 s, 4 s... up to a minute. A wait the
 # server names is honoured up to 10 minutes.
 _PAUSE_POLICY = RetryPolicy(initial_delay=1.0, max_delay=60.0, jitter=0.25, max_retry_after=600.0)
+# The same bound for an `x-ratelimit-reset-*` figure: a server saying "99999999s" would
+# otherwise hold the whole run for years.
+_MAX_RESET = 600.0
 
 # ---------------------------------------------------------------- token estimates
 
@@ -164,8 +167,15 @@ class RateLimiter:
         if self.requests_per_minute is not None:
             self._request_tat = start + 60.0 / self.requests_per_minute
         if self.tokens_per_minute is not None:
-            self._token_tat = start + tokens * 60.0 / self.tokens_per_minute
+            self._token_tat = start + self._capped(tokens) * 60.0 / self.tokens_per_minute
         return Ticket(start, self._epoch, tokens)
+
+    def _capped(self, tokens: int) -> float:
+        """`tokens`, at most one minute's budget: a request that claims more (a huge
+        `max_tokens`, a server's absurd `usage`) holds the run for a minute at most, not
+        for as long as its figure says (years, for `max_tokens: 10**12`)."""
+        limit = self.tokens_per_minute
+        return tokens if limit is None else max(min(tokens, limit), -limit)
 
     def still_valid(self, ticket: Ticket, now: float) -> bool:
         """Whether a request booked with `ticket` may go at `now`: `False` when a 429 pause
@@ -186,10 +196,10 @@ class RateLimiter:
         # The server counted up to this request; those still in flight come off its figure.
         if limits.remaining_requests is not None and limits.reset_requests is not None:
             self._request_budget = limits.remaining_requests - self.in_flight
-            self._request_reset_at = now + limits.reset_requests
+            self._request_reset_at = now + min(limits.reset_requests, _MAX_RESET)
         if limits.remaining_tokens is not None and limits.reset_tokens is not None:
             self._token_budget = limits.remaining_tokens
-            self._token_reset_at = now + limits.reset_tokens
+            self._token_reset_at = now + min(limits.reset_tokens, _MAX_RESET)
 
     def succeeded(self) -> None:
         """A request got its answer: the 429 back-off starts over."""
@@ -216,7 +226,7 @@ class RateLimiter:
                 )
                 if remaining == 0 and reset is not None
             ]
-            delay = max(resets) if resets else None
+            delay = min(max(resets), _MAX_RESET) if resets else None
         if delay is None:
             delay = _PAUSE_POLICY.delay(self._streak, {}, now=wall_clock, rand=rand)
         self._streak += 1
@@ -233,4 +243,5 @@ class RateLimiter:
         """A request used `actual` tokens where `estimated` were booked: move the token
         bucket by the difference."""
         if self.tokens_per_minute is not None and actual != estimated:
-            self._token_tat += (actual - estimated) * 60.0 / self.tokens_per_minute
+            moved = self._capped(actual) - self._capped(estimated)
+            self._token_tat += moved * 60.0 / self.tokens_per_minute

@@ -22,6 +22,7 @@ from typing import Any
 
 import attrs
 
+from chatlib.batch._format import bounded_lines
 from chatlib.batch._idset import IdSet
 from chatlib.batch._runner import RunOptions, read_lines, run_lines
 from chatlib.batch._summary import BatchSummary
@@ -80,14 +81,14 @@ def plan_partitions(path: str, partitions: int) -> list[Partition]:
     seen = IdSet()
     position = 0
     with open(path, "rb") as handle:
-        for number, raw in enumerate(handle, 1):
-            if raw.strip():
+        for number, (raw, length) in enumerate(bounded_lines(handle), 1):
+            if not raw.isspace():
                 offsets.append(position)
                 numbers.append(number)
                 custom_id = _custom_id(raw)
                 if custom_id is not None and not seen.add(custom_id):
                     repeats.append(number)
-            position += len(raw)
+            position += length
     count = len(offsets)
     parts = max(1, min(partitions, count))
     plan: list[Partition] = []

@@ -13,16 +13,13 @@ import json
 
 import attrs
 
-from chatlib.batch._format import OWN_LINE_PREFIX
+from chatlib.batch._format import OWN_LINE_PREFIX, OutputFileError
 from chatlib.batch._idset import IdSet
-from chatlib.errors import ChatLibError
 
 __all__ = ["OutputFileError", "ResumeScan"]
 
-
-class OutputFileError(ChatLibError):
-    """The output file holds a line that is not a result line: it was not written by a
-    batch run (or was edited). Nothing is overwritten; fix or move the file."""
+# How every line a run writes starts: a torn last line is a piece of one.
+_OWN_HEAD = b'{"id":"'
 
 
 @attrs.define
@@ -59,8 +56,21 @@ class ResumeScan:
         del pending[:start]
 
     def finish(self) -> ResumeScan:
-        """No more bytes: what is left without a newline is a torn line."""
-        self.torn = bytes(self._pending)
+        """No more bytes: what is left without a newline is a torn line.
+
+        Raises:
+            OutputFileError: what is left is not the start of a result line (a file not
+                written by a batch run: dropping it as a torn line would cut it off).
+        """
+        torn = bytes(self._pending)
+        head = torn[: len(_OWN_HEAD)]
+        if torn.strip() and not _OWN_HEAD.startswith(head):
+            raise OutputFileError(
+                f"line {self.lines + 1} of the output file has no line end and is not a result "
+                "line cut short: it was not written by a batch run; fix or move the file "
+                "(nothing was changed)"
+            )
+        self.torn = torn
         self._pending.clear()
         return self
 
@@ -87,7 +97,7 @@ class ResumeScan:
             return
         error = data.get("error") if isinstance(data, dict) else None
         line = error.get("line") if isinstance(error, dict) else None
-        if isinstance(line, int):
+        if isinstance(line, int) and not isinstance(line, bool):
             self.done_lines.add(line)
             return
         raise OutputFileError(

@@ -28,6 +28,7 @@ from chatlib.batch._format import (
     InvalidLine,
     LineChecker,
     PathLike,
+    bounded_lines,
     error_line,
     invalid_line,
     success_line,
@@ -109,16 +110,17 @@ def read_lines(
     path: str, start: int = 0, end: int | None = None, first_number: int = 1
 ) -> Iterator[tuple[int, bytes]]:
     """The lines of `path` from byte `start` to byte `end`, numbered from `first_number`;
-    blank lines are counted but not yielded."""
+    blank lines are counted but not yielded. A line too long to read comes cut short
+    (`bounded_lines`), to be refused by the checker."""
     with open(path, "rb") as handle:
         handle.seek(start)
         position = start
         number = first_number
-        for raw in handle:
+        for raw, length in bounded_lines(handle):
             if end is not None and position >= end:
                 return
-            position += len(raw)
-            if raw.strip():
+            position += length
+            if not raw.isspace():  # (no copy of a long line)
                 yield number, raw
             number += 1
 
@@ -298,7 +300,7 @@ class RunOptions:
                 "max_rate_limit_waits", f"must be an int >= 0, got {waits!r}"
             )
         timeout = self.stop_timeout
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0:
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout >= 0:
             raise InvalidArgumentError("stop_timeout", f"must be a number >= 0, got {timeout!r}")
         RateLimiter(self.requests_per_minute, self.tokens_per_minute)  # checks the limits
 
@@ -317,6 +319,11 @@ async def run_lines(
     (`"SIGINT"`, `"SIGTERM"`, `"cancelled"`, or `None` when it ran to the end)."""
     from chatlib._async import AsyncChat, run_flow
 
+    if chat is not None and not isinstance(chat, AsyncChat):
+        # A SyncChat got as far as its first answer, then died with a TypeError.
+        raise InvalidArgumentError(
+            "chat", f"must be an AsyncChat (or None), got {type(chat).__name__}"
+        )
     started = time.monotonic()
     own_chat = chat is None
     client = AsyncChat() if chat is None else chat
@@ -508,6 +515,11 @@ def _check_paths(input: PathLike, output: PathLike) -> tuple[str, str]:
         raise InvalidArgumentError("input", f"{source!r} is not a file")
     if os.path.exists(target) and os.path.samefile(source, target):
         raise InvalidArgumentError("output", "must not be the input file")
+    if os.path.isdir(target):
+        raise InvalidArgumentError("output", f"{target!r} is a directory, not a file")
+    if os.path.exists(target) and not os.path.isfile(target):
+        # A FIFO would block the resume scan forever, a device like /dev/full never ends.
+        raise InvalidArgumentError("output", f"{target!r} is not a regular file")
     return source, target
 
 

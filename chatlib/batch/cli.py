@@ -16,7 +16,7 @@ import argparse
 import json
 import sys
 from collections.abc import Iterator, Sequence
-from typing import Any, TextIO
+from typing import Any, BinaryIO, TextIO
 
 __all__ = ["add_parser", "build_parser", "cli_main", "main"]
 
@@ -109,14 +109,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _prompts(source: str) -> Iterator[tuple[int, str]]:
-    handle: TextIO = sys.stdin if source == "-" else open(source, encoding="utf-8")  # noqa: SIM115
+    from chatlib.errors import InvalidArgumentError
+
+    stdin = sys.stdin.buffer
+    handle: BinaryIO = stdin if source == "-" else open(source, "rb")  # noqa: SIM115
     try:
-        for number, line in enumerate(handle, 1):
+        for number, raw in enumerate(handle, 1):
+            try:
+                # utf-8-sig: a byte order mark (Windows editors) is not part of the prompt
+                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                raise InvalidArgumentError("PROMPTS", f"line {number}: not UTF-8 ({exc})") from None
             text = line.rstrip("\r\n")
             if text.strip():
                 yield number, text
     finally:
-        if handle is not sys.stdin:
+        if handle is not stdin:
             handle.close()
 
 
@@ -167,6 +175,11 @@ def _run(args: argparse.Namespace) -> int:
         )
     except BatchInterrupted as stopped:
         return _EXIT_INTERRUPTED.get(stopped.signal, 130)
+    except KeyboardInterrupt:
+        # Ctrl-C before the run took over the signal (counting the input, reading the
+        # output to resume) or after it ended: nothing was being written.
+        print("chatlib batch run: stopped; run again to resume", file=sys.stderr)
+        return 130
     except (InvalidArgumentError, OutputFileError, OSError) as exc:
         print(f"chatlib batch run: {exc}", file=sys.stderr)
         return 2
