@@ -42,3 +42,19 @@ def test_the_tree_is_ruff_formatted() -> None:
 
 def test_the_package_ships_its_type_marker() -> None:
     assert (ROOT / "chatlib" / "py.typed").is_file()
+
+
+def test_no_docstring_holds_a_lone_surrogate() -> None:
+    """Python 3.13 cleans docstrings while compiling and cannot encode a lone surrogate
+    there: a docstring writing `\\ud800` (instead of `\\\\ud800`) made `chatlib.batch`
+    fail to import on 3.13 only."""
+    import ast
+
+    found = []
+    for path in sorted(ROOT.glob("chatlib/**/*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+                doc = ast.get_docstring(node, clean=False) or ""
+                if any("\ud800" <= char <= "\udfff" for char in doc):
+                    found.append(f"{path.relative_to(ROOT)}:{getattr(node, 'lineno', 1)}")
+    assert found == []

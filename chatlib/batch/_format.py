@@ -343,7 +343,7 @@ _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 def _json_bytes(value: Any) -> bytes:
-    """`value` as one line of UTF-8 JSON; a lone surrogate (from a server's `\ud800`
+    """`value` as one line of UTF-8 JSON; a lone surrogate (from a server's `\\ud800`
     escape) stays an escape instead of failing the encoding."""
     try:
         return _encode(value).encode("utf-8")
